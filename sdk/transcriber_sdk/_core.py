@@ -1,0 +1,108 @@
+"""Everything the clients do that touches no network: request messages, response reading, audio files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+
+from .exceptions import TranscriberError, error_for, from_status_code
+from .models import Segment, Transcript, TranscriptUpdate, Word
+from .proto.transcriber.v1 import transcriber_pb2 as pb
+
+CHUNK_S = 0.1  # 100 ms frames: the latency/overhead balance Google and Riva recommend
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    sample_rate: int = 16_000
+    language: str | None = None  # None: the server detects it once
+    interim_results: bool = True
+    word_timestamps: bool = True
+    voice_activity_events: bool = False
+    prompt: str = ""
+    hotwords: str = ""
+    stream_id: str = ""
+
+    def to_config(self) -> pb.StreamingConfig:
+        return pb.StreamingConfig(
+            encoding=pb.LINEAR16, sample_rate_hertz=self.sample_rate, audio_channel_count=1,
+            language_code=self.language or "", interim_results=self.interim_results,
+            enable_word_time_offsets=self.word_timestamps,
+            enable_voice_activity_events=self.voice_activity_events,
+            prompt=self.prompt, hotwords=self.hotwords, stream_id=self.stream_id)
+
+
+def request_messages(options: StreamOptions, chunks: Iterable[bytes]) -> Iterator[pb.StreamingTranscribeRequest]:
+    """The config first, then one message per non-empty audio chunk."""
+    yield pb.StreamingTranscribeRequest(config=options.to_config())
+    for chunk in chunks:
+        if chunk:
+            yield pb.StreamingTranscribeRequest(audio=bytes(chunk))
+
+
+def seconds(duration: object) -> float:
+    return duration.seconds + duration.nanos / 1e9  # type: ignore[attr-defined]
+
+
+def to_words(words: Iterable[pb.WordInfo]) -> tuple[Word, ...]:
+    return tuple(Word(text=word.word, start_s=seconds(word.start_offset), end_s=seconds(word.end_offset),
+                      probability=word.probability) for word in words)
+
+
+def to_updates(response: pb.StreamingTranscribeResponse, endpoint: str | None = None) -> list[TranscriptUpdate]:
+    """The results of one response.
+
+    Raises:
+        TranscriberError: the response carries the server's in-band error.
+    """
+    raise_in_band_error(response, endpoint)
+    return [TranscriptUpdate(text=result.transcript, is_final=result.is_final, start_s=seconds(result.start_offset),
+                             end_s=seconds(result.end_offset), words=to_words(result.words),
+                             stability=result.stability, confidence=result.confidence,
+                             language=result.language_code)
+            for result in response.results]
+
+
+def raise_in_band_error(response: pb.StreamingTranscribeResponse, endpoint: str | None = None) -> None:
+    """The server sends its status in band before it aborts: trust it over the call's status."""
+    if response.HasField("error"):
+        raise error_for(from_status_code(response.error.code), response.error.message, endpoint)
+
+
+def to_transcript(response: pb.TranscribeResponse) -> Transcript:
+    return Transcript(
+        text=response.transcript,
+        segments=tuple(Segment(text=segment.text, start_s=seconds(segment.start_offset),
+                               end_s=seconds(segment.end_offset), words=to_words(segment.words))
+                       for segment in response.segments),
+        language=response.language_code, duration_s=seconds(response.audio_duration), model=response.model)
+
+
+def read_pcm16(path: str) -> tuple[bytes, int]:
+    """Reads any file soundfile reads (WAV, FLAC, OGG, MP3) as mono LINEAR16 bytes and its rate."""
+    try:
+        samples, rate = soundfile.read(path, dtype="int16", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise TranscriberError(f"cannot read audio file {path}: {error}") from error
+    mono = samples.mean(axis=1).astype("<i2") if samples.shape[1] > 1 else samples[:, 0].astype("<i2")
+    return mono.tobytes(), int(rate)
+
+
+def chunked(pcm: bytes, sample_rate: int, chunk_s: float = CHUNK_S, realtime: bool = False) -> Iterator[bytes]:
+    """Splits PCM16 into frames; with `realtime`, yields them no faster than a microphone would."""
+    size = max(2, int(sample_rate * chunk_s) * 2)
+    started = time.monotonic()
+    for index, offset in enumerate(range(0, len(pcm), size)):
+        if realtime:
+            delay = started + index * chunk_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield pcm[offset: offset + size]
+
+
+def silence(seconds_: float, sample_rate: int = 16_000) -> bytes:
+    return np.zeros(int(seconds_ * sample_rate), dtype="<i2").tobytes()

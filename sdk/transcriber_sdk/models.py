@@ -1,0 +1,46 @@
+"""Frozen dataclasses the SDK hands to users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start_s: float  # offsets from the start of the stream or file
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class TranscriptUpdate:
+    """One streaming result: final text never changes; an interim replaces the previous interim."""
+
+    text: str
+    is_final: bool
+    start_s: float
+    end_s: float
+    words: tuple[Word, ...] = ()
+    stability: float = 1.0
+    confidence: float = 0.0
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start_s: float
+    end_s: float
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A whole recording, transcribed."""
+
+    text: str
+    segments: tuple[Segment, ...]
+    language: str
+    duration_s: float
+    model: str = ""

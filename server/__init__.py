@@ -1,0 +1,1 @@
+"""The transcriber gRPC server: faster-whisper behind a streaming policy."""

@@ -1,0 +1,93 @@
+"""The gRPC server: transcriber service, health, reflection, and a graceful stop.
+
+`TranscriberApp(settings, engine)` is what tests start on port 0; `serve` is what
+the console script runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
+
+from .engine import Engine, WhisperEngine
+from .servicer import TranscriberServicer
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Transcriber"].full_name
+WRAP_UP_S = 2.0  # the end of the grace period in-flight streams get to settle their last words
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_file_bytes + (1 << 16)),
+        ("grpc.max_send_message_length", 64 << 20),
+        # Accept client keepalive pings every 10 s or slower (the default cuts clients that ping
+        # more often than every 5 minutes), and ping idle clients ourselves to find dead ones.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+
+
+class TranscriberApp:
+    """One gRPC server around one engine."""
+
+    def __init__(self, settings: ServerSettings, engine: Engine) -> None:
+        self.settings = settings
+        self.server = grpc.aio.server(options=grpc_options(settings))
+        self.servicer = TranscriberServicer(settings, engine)
+        self.health = health.aio.HealthServicer()
+        pb_grpc.add_TranscriberServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                self.server)
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Drains: NOT_SERVING and UNAVAILABLE for new calls at once; in-flight streams run on, then
+        settle their words and end with UNAVAILABLE before the grace period is over."""
+        started = time.monotonic()
+        await self.health.enter_graceful_shutdown()
+        self.servicer.begin_drain()
+        wrap_up_at = started + max(grace_s - WRAP_UP_S, 0.0)
+        while self.servicer.admission.active and time.monotonic() < wrap_up_at:
+            await asyncio.sleep(0.05)
+        self.servicer.stop_sessions()
+        remaining = max(grace_s - (time.monotonic() - started), 0.1)
+        await self.server.stop(remaining)
+        log.info("stopped after %.1f s", time.monotonic() - started)
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Loads the model, serves until SIGTERM or SIGINT, then drains."""
+    engine = await asyncio.to_thread(WhisperEngine, settings)
+    app = TranscriberApp(settings, engine)
+    await app.start()
+    log.info("serving %s on %s:%d (model %s, at most %d streams)", SERVICE_NAME, settings.host, app.port,
+             settings.model, settings.max_streams)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: %.1f s for streams in flight", settings.grace_s)
+    await app.stop(settings.grace_s)

@@ -1,0 +1,329 @@
+"""StreamPolicy: the audio window of one stream and the rule that settles words (LocalAgreement-2).
+
+Pure state: no gRPC, no model. The session feeds audio, asks for the next
+window to decode, and hands back the words the engine heard in it:
+
+- a window is the audio since the last cut, re-decoded every `step_s` of new audio;
+- words on which two consecutive hypotheses agree are committed (final), the rest is interim;
+- the window is cut at committed sentence ends, so it never grows past `max_window_s`;
+- no decode happens while the voice-activity tracker hears no uncommitted speech;
+- the end of speech (a pause), a FINALIZE request and the end of input settle everything as final.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from difflib import SequenceMatcher
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .vad import VoiceActivity, VoiceEvent, VoiceEventType
+
+SAMPLE_RATE = 16_000
+TRAILING_SILENCE_S = 0.3  # silence decoded after the last speech frame
+SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
+_NOT_A_WORD = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as the model wrote it, usually with a leading space
+    start_s: float  # offsets from the stream start
+    end_s: float
+    probability: float = 1.0
+
+    def shifted(self, offset_s: float) -> Word:
+        return replace(self, start_s=self.start_s + offset_s, end_s=self.end_s + offset_s)
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    step_s: float = 0.5
+    max_window_s: float = 25.0
+    trim_window_s: float = 12.0
+    keep_silence_s: float = 0.3  # silence kept before speech when silent audio is dropped
+    prompt_chars: int = 200  # committed text passed back to the model as context
+
+
+@dataclass(frozen=True)
+class Window:
+    audio: np.ndarray  # 16 kHz float32
+    start_s: float
+    end_s: float
+    prompt: str
+    final: bool  # everything heard in this window settles as final
+    decode: bool = True  # False: settle the interim words of the last decode, without a new one
+    through_s: float = 0.0  # the audio up to here counts as processed (silence after end_s included)
+
+
+@dataclass(frozen=True)
+class Update:
+    final: tuple[Word, ...]
+    interim: tuple[Word, ...]
+
+
+class StreamPolicy:
+    """The window and the commit rule of one stream."""
+
+    def __init__(self, options: PolicyOptions, voice: VoiceActivity) -> None:
+        self._options = options
+        self._voice = voice
+        self._chunks: list[np.ndarray] = []  # audio not yet merged into _audio
+        self._audio = np.zeros(0, dtype=np.float32)  # from _start_s on
+        self._start_s = 0.0
+        self._received_samples = 0
+        self._decoded_s = 0.0
+        self._committed_s = 0.0
+        self._recent: deque[Word] = deque(maxlen=160)  # committed words, for the prompt and de-duplication
+        self._tentative: tuple[Word, ...] = ()
+        self._settle_points: deque[float] = deque()  # pauses and FINALIZE requests, in stream time
+        self._input_ended = False
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add_audio(self, samples: np.ndarray) -> list[VoiceEvent]:
+        """Appends 16 kHz samples; returns the speech events they complete."""
+        if samples.size == 0:
+            return []
+        self._chunks.append(samples)
+        self._received_samples += samples.size
+        events = self._voice.feed(samples)
+        self._settle_points.extend(event.offset_s for event in events if event.type is VoiceEventType.END)
+        return events
+
+    def finalize(self) -> None:
+        """Settles everything received so far at the next window (a FINALIZE request)."""
+        self._settle_points.append(self.received_s)
+
+    def end_input(self) -> None:
+        """The client half-closed: everything left becomes final."""
+        self._input_ended = True
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def received_s(self) -> float:
+        return self._received_samples / SAMPLE_RATE
+
+    @property
+    def processed_s(self) -> float:
+        """Audio transcribed or skipped as silence."""
+        return self._decoded_s
+
+    @property
+    def pending_s(self) -> float:
+        """Audio received but not yet decoded."""
+        return self.received_s - self._decoded_s
+
+    @property
+    def done(self) -> bool:
+        return self._input_ended and self.pending_s <= 0 and not self._tentative
+
+    @property
+    def committed_text(self) -> str:
+        return "".join(word.text for word in self._recent)
+
+    # -- windows -------------------------------------------------------------------------
+
+    def next_window(self) -> Window | None:
+        """The next audio to decode, or None until enough new audio arrives.
+
+        Silent audio with nothing unsettled before it is dropped here without a decode. At a
+        pause that the last hypothesis already covered, the window comes with `decode=False`:
+        its interim words settle as they are, since decoding audio that ends in silence is
+        where Whisper hallucinates ("Thank you for watching").
+        """
+        while True:
+            target_s, settling = self._target()
+            if target_s is None:
+                return None
+            end_s = min(target_s, self._start_s + self._options.max_window_s)
+            at_cap = end_s < target_s
+            if not self._tentative and not self._voice.has_speech(self._committed_s, end_s):
+                self._skip_silence(end_s)
+                continue
+            if settling and not at_cap and self._tentative and \
+                    self._decoded_s >= self._voice.speech_end_before(end_s) and \
+                    min(word.probability for word in self._tentative) >= SURE_WORD_PROBABILITY:
+                return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
+                              prompt="", final=True, decode=False)
+            self._merge_chunks()
+            # Trailing silence is processed but not decoded: Whisper fills it with invented words.
+            audio_end_s = min(end_s, max(self._voice.speech_end_before(end_s) + TRAILING_SILENCE_S,
+                                         self._committed_s, self._start_s + self._options.step_s))
+            audio = self._audio[: round((audio_end_s - self._start_s) * SAMPLE_RATE)]
+            # A window that hit the cap settles too: otherwise it could never move on.
+            return Window(audio=audio, start_s=self._start_s, end_s=audio_end_s, prompt=self._prompt(),
+                          final=settling or at_cap, through_s=end_s)
+
+    def _target(self) -> tuple[float | None, bool]:
+        """Where the next window should end, and whether it settles everything."""
+        while self._settle_points and self._settle_points[0] <= self._decoded_s:
+            point = self._settle_points.popleft()
+            if self._tentative and point > self._start_s:  # the pause was heard after its audio was decoded
+                return point, True
+        if self._settle_points and self._settle_points[0] <= self.received_s:
+            return self._settle_points[0], True
+        if self._input_ended:
+            return (self.received_s, True) if self.pending_s > 0 or self._tentative else (None, False)
+        if self.pending_s >= self._options.step_s:
+            return self.received_s, False
+        return None, False
+
+    def _skip_silence(self, end_s: float) -> None:
+        self._decoded_s = max(self._decoded_s, end_s)
+        if end_s - self._start_s > self._options.trim_window_s:
+            self._cut(end_s - self._options.keep_silence_s)
+
+    def _prompt(self) -> str:
+        """Committed text before the window: the audio of later committed words is in the window itself."""
+        before = "".join(word.text for word in self._recent if word.end_s <= self._start_s)
+        return before[-self._options.prompt_chars:].lstrip()
+
+    # -- commit --------------------------------------------------------------------------
+
+    def commit(self, window: Window, heard: list[Word]) -> Update:
+        """Takes the words heard in `window` (offsets relative to its start) and settles what it can.
+
+        For a window with `decode=False`, `heard` is ignored. Returns the newly final words and
+        the current interim tail.
+        """
+        if not window.decode:
+            final = tuple(word for word in self._tentative if word.start_s < window.end_s)
+            self._tentative = self._tentative[len(final):]
+        else:
+            words = self._after_committed([word.shifted(window.start_s) for word in heard], window.start_s)
+            # Words over silence are hallucinations of a window that ends in a pause or mid-word.
+            words = drop_unplaced_tail(drop_repetition_loop(
+                [word for word in words if self._voice.speech_in(word.start_s - 0.1, word.end_s + 0.1)]))
+            if window.final:
+                final, self._tentative = tuple(drop_unsure_tail(words)), ()
+            else:
+                agreed = common_prefix_length(self._tentative, words)
+                final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
+            self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
+        if final:
+            self._recent.extend(final)
+            self._committed_s = max(self._committed_s, final[-1].end_s)
+        if window.final:
+            self._committed_s = max(self._committed_s, window.end_s, window.through_s)
+        self._trim(window)
+        return Update(final=final, interim=self._tentative)
+
+    def _after_committed(self, words: list[Word], window_start_s: float) -> list[Word]:
+        """The words of a hypothesis that come after the committed ones.
+
+        The window still holds audio of committed words (as context), so a hypothesis repeats
+        them first. Their text is aligned with the committed words; timestamps jitter too much
+        between decodes to cut by time alone.
+        """
+        committed = [normalize(word.text) for word in self._recent if word.end_s > window_start_s]
+        if not committed:
+            return words
+        heard = [normalize(word.text) for word in words]
+        blocks = [block for block in SequenceMatcher(None, committed, heard, autojunk=False).get_matching_blocks()
+                  if block.size and words[block.b].start_s < self._committed_s + 1.0]
+        if not blocks:
+            return [word for word in words if word.start_s >= self._committed_s - 0.1]
+        last = blocks[-1]
+        seam = last.b + last.size
+        # Committed words after the last match that the hypothesis spelled differently: skip by time.
+        while seam < len(words) and words[seam].end_s <= self._committed_s + 0.05:
+            seam += 1
+        return words[seam:]
+
+    def _trim(self, window: Window) -> None:
+        """Once the window is long, cuts it in a pause before the last committed word, so it stays short.
+
+        Cutting inside a word makes the model mishear it, so the cut goes where the voice-activity
+        scores show a pause; only when there is none for long does it fall back to a word end.
+        """
+        length_s = window.end_s - self._start_s
+        if length_s <= self._options.trim_window_s:
+            return
+        pause_s = self._voice.quiet_point(self._start_s + 1.0, self._committed_s)
+        if pause_s is not None:
+            self._cut(pause_s)
+        elif length_s > (self._options.trim_window_s + self._options.max_window_s) / 2 and self._committed_s > self._start_s:
+            self._cut(self._committed_s)
+
+    def _merge_chunks(self) -> None:
+        if self._chunks:
+            self._audio = np.concatenate([self._audio, *self._chunks])
+            self._chunks.clear()
+
+    def _cut(self, time_s: float) -> None:
+        """Forgets the audio before time_s."""
+        if time_s <= self._start_s:
+            return
+        self._merge_chunks()
+        drop = min(round((time_s - self._start_s) * SAMPLE_RATE), self._audio.size)
+        self._audio = self._audio[drop:].copy()
+        self._start_s += drop / SAMPLE_RATE
+        self._voice.forget_before(self._start_s)
+
+    def __repr__(self) -> str:
+        return (f"<StreamPolicy window {self._start_s:.2f}-{self.received_s:.2f}s, decoded to {self._decoded_s:.2f}s, "
+                f"{len(self._tentative)} interim words>")
+
+
+def normalize(text: str) -> str:
+    """A word's identity for agreement: case and punctuation do not count."""
+    return _NOT_A_WORD.sub("", text.lower())
+
+
+def common_prefix_length(previous: tuple[Word, ...] | list[Word], current: list[Word]) -> int:
+    """How many leading words two hypotheses share."""
+    count = 0
+    for old, new in zip(previous, current):
+        if normalize(old.text) != normalize(new.text):
+            break
+        count += 1
+    return count
+
+
+def drop_repetition_loop(words: list[Word], max_repeats: int = 3, max_phrase: int = 6) -> list[Word]:
+    """Cuts a hypothesis where a phrase starts repeating `max_repeats` times in a row.
+
+    Whisper sometimes loops on one phrase; real speech almost never says a phrase three times
+    back to back, so the whole loop goes.
+    """
+    keys = [normalize(word.text) for word in words]
+    for start in range(len(keys)):
+        for size in range(1, max_phrase + 1):
+            phrase = keys[start:start + size]
+            if len(phrase) < size or not any(phrase):
+                break
+            repeats = 1
+            while keys[start + repeats * size: start + (repeats + 1) * size] == phrase:
+                repeats += 1
+            if repeats >= max_repeats:
+                return words[:start]
+    return words
+
+
+def drop_unplaced_tail(words: list[Word], min_duration_s: float = 0.01) -> list[Word]:
+    """Drops the words at the end that the aligner could not place in the audio (zero length).
+
+    Whisper invents text past the end of a window ("Thanks for watching"); the word aligner then
+    squeezes it into no time at all at the very end.
+    """
+    end = len(words)
+    while end and words[end - 1].end_s - words[end - 1].start_s < min_duration_s:
+        end -= 1
+    return words[:end]
+
+
+def drop_unsure_tail(words: list[Word], min_probability: float = 0.2) -> list[Word]:
+    """Drops unsure words at the end of a window that settles without a second hearing.
+
+    At a pause the last real word is whole and usually sure; a fragment the model barely
+    believes ("hopes." for a breath) is not worth a final result.
+    """
+    end = len(words)
+    while end and words[end - 1].probability < min_probability:
+        end -= 1
+    return words[:end]
+

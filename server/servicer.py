@@ -1,0 +1,107 @@
+"""TranscriberServicer: the only module that sees the gRPC context.
+
+It admits calls, hands them to a StreamSession or the engine, and turns our
+errors into a status, sent in band first (grpc/grpc#36066), then as the call's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
+
+from . import messages
+from .admission import Admission
+from .audio import check_format, decode_file, decode_pcm
+from .engine import DecodeOptions, Engine
+from .errors import InvalidRequest, TranscriberFault
+from .session import StreamSession, read_config
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class TranscriberServicer(pb_grpc.TranscriberServicer):
+    def __init__(self, settings: ServerSettings, engine: Engine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self.admission = Admission(settings.max_streams)
+        self._sessions: set[StreamSession] = set()
+
+    def begin_drain(self) -> None:
+        """Refuse new calls with UNAVAILABLE; calls in flight go on."""
+        self.admission.draining = True
+
+    def stop_sessions(self) -> None:
+        """Ask every stream in flight to settle what it has and end with UNAVAILABLE."""
+        for session in list(self._sessions):
+            session.stop()
+
+    async def StreamingTranscribe(self, request_iterator: AsyncIterator[pb.StreamingTranscribeRequest],
+                                  context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamingTranscribeResponse]:
+        stream_id = ""
+        try:
+            async with self.admission.slot():
+                config = await read_config(request_iterator)
+                stream_id = config.stream_id
+                session = StreamSession(config, self._engine, self._settings)
+                log.info("stream %r opened from %s (%s)", stream_id, context.peer(), self.admission)
+                self._sessions.add(session)
+                try:
+                    async for response in session.run(request_iterator):
+                        yield response
+                finally:
+                    self._sessions.discard(session)
+        except TranscriberFault as fault:
+            yield pb.StreamingTranscribeResponse(error=messages.error_status(fault.code, str(fault)), stream_id=stream_id)
+            await context.abort(fault.code, str(fault))
+        except asyncio.CancelledError:
+            log.info("stream %r cancelled by the client", stream_id)
+            raise
+        except Exception:
+            log.exception("stream %r from %s failed", stream_id, context.peer())
+            message = "internal error; the server logged it"
+            yield pb.StreamingTranscribeResponse(error=messages.error_status(grpc.StatusCode.INTERNAL, message),
+                                                 stream_id=stream_id)
+            await context.abort(grpc.StatusCode.INTERNAL, message)
+
+    async def Transcribe(self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext) -> pb.TranscribeResponse:
+        try:
+            async with self.admission.slot():
+                return await self._transcribe(request)
+        except TranscriberFault as fault:
+            await context.abort(fault.code, str(fault))
+        except Exception:
+            log.exception("Transcribe from %s failed", context.peer())
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged it")
+        raise AssertionError("unreachable: abort raises")
+
+    async def _transcribe(self, request: pb.TranscribeRequest) -> pb.TranscribeResponse:
+        config = request.config
+        if config.model not in ("", self._engine.model_name):
+            raise InvalidRequest(f"unknown model {config.model!r}: this server runs {self._engine.model_name!r}")
+        language = self._engine.check_language(config.language_code)
+        source = request.WhichOneof("audio_source")
+        data = request.content if source == "content" else request.pcm
+        if not data:
+            raise InvalidRequest("no audio: set `content` (an encoded file) or `pcm` (raw LINEAR16 with a config)")
+        if len(data) > self._settings.max_file_bytes:
+            raise InvalidRequest(f"audio is {len(data)} bytes; Transcribe takes at most {self._settings.max_file_bytes} "
+                                 "bytes: split the file or stream it with StreamingTranscribe")
+        if source == "content":
+            audio = await asyncio.to_thread(decode_file, data)
+        else:
+            rate = check_format(pb.AudioEncoding.Name(config.encoding), config.sample_rate_hertz, config.audio_channel_count)
+            audio = await asyncio.to_thread(decode_pcm, data, rate)
+        segments, detected = await self._engine.transcribe_file(
+            audio, DecodeOptions(language=language, prompt=config.prompt, hotwords=config.hotwords))
+        return pb.TranscribeResponse(
+            transcript=" ".join(segment.text for segment in segments),
+            segments=[messages.file_segment(segment) for segment in segments],
+            language_code=detected, audio_duration=messages.duration(audio.size / 16_000),
+            model=self._engine.model_name)

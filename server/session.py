@@ -1,0 +1,154 @@
+"""StreamSession: one streaming call, from its config to its last final result.
+
+One reader task turns request messages into 16 kHz audio for the policy; the
+decode loop asks the policy for windows, runs the engine and yields responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
+
+from . import messages
+from .audio import PcmDecoder, check_format
+from .engine import DecodeOptions, Engine
+from .errors import Draining, InvalidRequest
+from .policy import PolicyOptions, StreamPolicy
+from .settings import ServerSettings
+from .vad import VoiceActivity, VoiceEvent
+
+log = logging.getLogger(__name__)
+
+
+async def read_config(requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> pb.StreamingConfig:
+    """Reads the first message, which must carry the config and nothing else.
+
+    Raises:
+        InvalidRequest: the stream is empty or starts with audio or a control.
+    """
+    async for request in requests:
+        if request.WhichOneof("request") != "config":
+            raise InvalidRequest("the first message must carry `config` (and no audio); "
+                                 f"got {request.WhichOneof('request') or 'an empty message'}")
+        return request.config
+    raise InvalidRequest("the stream ended before its config: send a `config` message first")
+
+
+class StreamSession:
+    """Runs one stream. Validates its config on construction (InvalidRequest)."""
+
+    def __init__(self, config: pb.StreamingConfig, engine: Engine, settings: ServerSettings) -> None:
+        rate = check_format(pb.AudioEncoding.Name(config.encoding), config.sample_rate_hertz, config.audio_channel_count)
+        if config.model not in ("", engine.model_name):
+            raise InvalidRequest(f"unknown model {config.model!r}: this server runs {engine.model_name!r}; "
+                                 "leave `model` empty or connect to a server that runs that model")
+        self.stream_id = config.stream_id
+        self._config = config
+        self._engine = engine
+        self._settings = settings
+        self._language = engine.check_language(config.language_code)
+        self._decoder = PcmDecoder(rate, settings.max_chunk_bytes)
+        voice = VoiceActivity(engine.speech_probabilities, settings.vad_threshold, settings.endpoint_silence_s)
+        self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
+                                                  trim_window_s=settings.trim_window_s), voice)
+        self._events: list[VoiceEvent] = []
+        self._wakeup = asyncio.Event()  # new audio, end of input, or a stop
+        self._room = asyncio.Event()  # the decoder caught up: the reader may queue more
+        self._stopping = False
+        self._decodes = 0
+        self._decode_s = 0.0
+
+    def stop(self) -> None:
+        """Server shutdown: settle what was received, then end the call with UNAVAILABLE."""
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> AsyncIterator[pb.StreamingTranscribeResponse]:
+        """Yields responses until the client half-closed and everything is final.
+
+        Raises:
+            InvalidRequest: a later message breaks the contract.
+            Draining: the server stopped the stream (after settling what it had received).
+        """
+        reader = asyncio.create_task(self._read(requests))
+        stopped = False
+        first = True
+        try:
+            while True:
+                if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+                if self._stopping and not stopped:
+                    stopped = True
+                    reader.cancel()
+                    self._policy.end_input()
+                if self._events:
+                    for event in self._events:
+                        if self._config.enable_voice_activity_events:
+                            yield self._response(speech_event=messages.speech_event(event), first=first)
+                            first = False
+                    self._events.clear()
+                window = self._policy.next_window()
+                if window is None:
+                    if self._policy.done:
+                        break
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                started = time.perf_counter()
+                prompt = " ".join(part for part in (self._config.prompt, window.prompt) if part)
+                hypothesis = await self._engine.transcribe(
+                    window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords))
+                self._decodes += 1
+                self._decode_s += time.perf_counter() - started
+                if self._language is None and hypothesis.words:
+                    self._language = hypothesis.language  # detected once, then kept
+                update = self._policy.commit(window, hypothesis.words)
+                self._room.set()
+                results = messages.results(update, interim=self._config.interim_results,
+                                           language=self._language or hypothesis.language,
+                                           with_words=self._config.enable_word_time_offsets)
+                if results or first:
+                    yield self._response(results=results, first=first)
+                    first = False
+            if stopped:
+                raise Draining(f"server is shutting down; every word up to {self._policy.processed_s:.2f} s was sent "
+                               "as final: send the rest of the audio to another endpoint")
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            log.info("stream %r closed: %.1f s of audio, %d decodes, %.3f s mean decode", self.stream_id,
+                     self._policy.received_s, self._decodes, self._decode_s / max(self._decodes, 1))
+
+    def _response(self, *, first: bool, results: list[pb.StreamingResult] | None = None,
+                  speech_event: pb.SpeechEvent | None = None) -> pb.StreamingTranscribeResponse:
+        return pb.StreamingTranscribeResponse(
+            results=results or [], speech_event=speech_event, stream_id=self.stream_id,
+            audio_processed=messages.duration(self._policy.processed_s),
+            model=self._engine.model_name if first else "")
+
+    async def _read(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "audio":
+                    self._events.extend(self._policy.add_audio(self._decoder.decode(request.audio)))
+                elif kind == "control":
+                    if request.control.action != pb.Control.FINALIZE:
+                        raise InvalidRequest("control.action must be FINALIZE")
+                    self._policy.finalize()
+                elif kind == "config":
+                    raise InvalidRequest("config may only be sent once, in the first message")
+                else:
+                    raise InvalidRequest("empty message: set `audio` or `control`")
+                self._wakeup.set()
+                while self._policy.pending_s > self._settings.max_pending_audio_s:
+                    self._room.clear()  # back-pressure: stop reading until the decoder catches up
+                    await self._room.wait()
+            self._events.extend(self._policy.add_audio(self._decoder.flush()))
+            self._policy.end_input()
+        finally:
+            self._wakeup.set()

@@ -1,0 +1,88 @@
+"""ServerSettings: every knob of the server, read from flags and TRANSCRIBER_* variables.
+
+Precedence: flag > environment variable > default. Only `load` reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "TRANSCRIBER_"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"  # nosec B104: a server in a container must listen on every interface
+    port: int = 8080  # $PORT (Cloud Run) wins over this default
+    model: str = "tiny.en"  # tiny.en is the embedded model; any faster-whisper name or path works
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU
+    cpu_threads: int = 0  # 0: one per core
+    model_workers: int = 1  # decodes that run at once (CTranslate2 workers)
+    max_streams: int = 8  # concurrent streams; more get RESOURCE_EXHAUSTED at once
+    beam_size: int = 5
+    step_s: float = 0.5  # new audio that triggers a re-decode
+    max_window_s: float = 25.0  # the decode window never grows past this
+    trim_window_s: float = 12.0  # past this, the window is cut at a committed sentence end
+    endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final
+    vad_threshold: float = 0.5
+    max_chunk_bytes: int = 1 << 20
+    max_pending_audio_s: float = 60.0  # audio queued ahead of the decoder before the reader waits
+    max_file_bytes: int = 32 << 20  # limit of the unary Transcribe call
+    grace_s: float = 8.0  # SIGTERM: in-flight streams get this long (Cloud Run kills at 10 s)
+    reflection: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.max_streams < 1:
+            raise ValueError(f"max_streams must be at least 1 (got {self.max_streams})")
+        if not 0 < self.step_s < self.trim_window_s < self.max_window_s <= 30:
+            raise ValueError("need 0 < step_s < trim_window_s < max_window_s <= 30 (Whisper sees 30 s at most)")
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServerSettings:
+        """Builds settings from defaults, then TRANSCRIBER_* variables, then flags.
+
+        Raises:
+            SystemExit: a flag or variable has a bad value (argparse prints why).
+        """
+        defaults: dict[str, Any] = {}
+        if environ.get("PORT"):
+            defaults["port"] = environ["PORT"]
+        for field in fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            if name in environ:
+                defaults[field.name] = environ[name]
+        parser = argparse.ArgumentParser(prog="transcriber-server", description="Streaming speech transcription over gRPC.")
+        for field in fields(cls):
+            default = defaults.get(field.name, field.default if field.default is not MISSING else None)
+            flag = "--" + field.name.replace("_", "-")
+            # argparse converts string defaults (from the environment) with `type`, so bad
+            # variables get the same clear message as bad flags.
+            kind = {"bool": _parse_bool, "int": int, "float": float}.get(str(field.type), str)
+            parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper(),
+                                help=f"env {ENV_PREFIX}{field.name.upper()}; default {field.default}")
+        args = parser.parse_args(argv)
+        try:
+            return cls(**vars(args))
+        except ValueError as error:
+            parser.error(str(error))
+            raise  # unreachable: parser.error exits
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")

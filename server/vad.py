@@ -1,0 +1,134 @@
+"""Streaming voice-activity tracking over 32 ms frames.
+
+Fed with 16 kHz audio as it arrives, it keeps the speech regions of the stream
+and reports when speech begins and ends. The frame scorer is passed in (Silero
+from faster-whisper for the real model, an energy gate in tests).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME_SAMPLES = 512
+FRAME_S = FRAME_SAMPLES / 16_000
+
+FrameScorer = Callable[[np.ndarray], np.ndarray]  # (n * 512,) samples -> (n,) speech probabilities
+
+
+class VoiceEventType(enum.Enum):
+    BEGIN = "begin"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class VoiceEvent:
+    type: VoiceEventType
+    offset_s: float
+
+
+class VoiceActivity:
+    """Speech regions of one stream, with hysteresis so short pauses do not split speech."""
+
+    def __init__(self, scorer: FrameScorer, threshold: float, min_silence_s: float, pad_s: float = 0.2) -> None:
+        self._scorer = scorer
+        self._threshold = threshold
+        self._release = max(threshold - 0.15, 0.01)  # a lower bar to leave speech than to enter it
+        self._min_silence_frames = max(1, round(min_silence_s / FRAME_S))
+        self._pad_s = pad_s
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames_seen = 0
+        self._speech_start_s: float | None = None
+        self._silent_frames = 0
+        self._regions: list[tuple[float, float]] = []  # closed speech regions, oldest first
+        self._probabilities: list[float] = []  # per frame, from frame _first_kept on
+        self._first_kept = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._speech_start_s is not None
+
+    def feed(self, samples: np.ndarray) -> list[VoiceEvent]:
+        """Scores the new samples and returns the speech begin/end events they complete."""
+        data = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        whole = len(data) - len(data) % FRAME_SAMPLES
+        self._pending = data[whole:].copy()
+        if whole == 0:
+            return []
+        probabilities = np.asarray(self._scorer(data[:whole])).reshape(-1)
+        self._probabilities.extend(float(probability) for probability in probabilities)
+        events: list[VoiceEvent] = []
+        for probability in probabilities:
+            frame_start_s = self._frames_seen * FRAME_S
+            self._frames_seen += 1
+            if self._speech_start_s is None:
+                if probability >= self._threshold:
+                    self._speech_start_s = max(0.0, frame_start_s - self._pad_s)
+                    self._silent_frames = 0
+                    events.append(VoiceEvent(VoiceEventType.BEGIN, self._speech_start_s))
+            elif probability < self._release:
+                self._silent_frames += 1
+                if self._silent_frames >= self._min_silence_frames:
+                    silence_start_s = (self._frames_seen - self._silent_frames) * FRAME_S
+                    end_s = silence_start_s + self._pad_s
+                    self._regions.append((self._speech_start_s, end_s))
+                    self._speech_start_s = None
+                    events.append(VoiceEvent(VoiceEventType.END, end_s))
+            else:
+                self._silent_frames = 0
+        return events
+
+    def has_speech(self, start_s: float, end_s: float) -> bool:
+        """Whether any speech region overlaps [start_s, end_s)."""
+        if self._speech_start_s is not None and self._speech_start_s < end_s:
+            return True
+        return any(region_start < end_s and region_end > start_s for region_start, region_end in self._regions)
+
+    def speech_in(self, start_s: float, end_s: float) -> bool:
+        """Whether any scored frame in [start_s, end_s) sounds like speech (unscored time counts as speech)."""
+        first = max(int(start_s / FRAME_S) - self._first_kept, 0)
+        last = int(np.ceil(end_s / FRAME_S)) - self._first_kept
+        if last > len(self._probabilities):
+            return True
+        return any(probability >= self._threshold for probability in self._probabilities[first:last])
+
+    def speech_end_before(self, time_s: float) -> float:
+        """The end of the last speech frame before time_s (0 when none is kept)."""
+        last = min(int(time_s / FRAME_S) - self._first_kept, len(self._probabilities))
+        for index in range(last - 1, -1, -1):
+            if self._probabilities[index] >= self._threshold:
+                return (self._first_kept + index + 1) * FRAME_S
+        return 0.0
+
+    def quiet_point(self, after_s: float, before_s: float, min_gap_s: float = 0.15) -> float | None:
+        """The middle of the latest pause of at least min_gap_s inside [after_s, before_s], if any.
+
+        Pauses inside speech are too short for the hysteresis above; this finds them in the raw scores.
+        """
+        first = max(round(after_s / FRAME_S) - self._first_kept, 0)
+        last = min(int(before_s / FRAME_S) - self._first_kept, len(self._probabilities))
+        needed = max(1, round(min_gap_s / FRAME_S))
+        run_end = None
+        for index in range(last - 1, first - 1, -1):
+            if self._probabilities[index] < self._release:
+                run_end = index if run_end is None else run_end
+                if run_end - index + 1 >= needed:
+                    return (self._first_kept + (index + run_end + 1) / 2) * FRAME_S
+            else:
+                run_end = None
+        return None
+
+    def forget_before(self, time_s: float) -> None:
+        """Drops what lies before time_s, so a long stream keeps a short history."""
+        self._regions = [region for region in self._regions if region[1] > time_s]
+        drop = min(int(time_s / FRAME_S) - self._first_kept, len(self._probabilities))
+        if drop > 0:
+            del self._probabilities[:drop]
+            self._first_kept += drop
+
+    def __repr__(self) -> str:
+        state = "speech" if self.in_speech else "silence"
+        return f"<VoiceActivity {state} at {self._frames_seen * FRAME_S:.2f}s, {len(self._regions)} regions kept>"
