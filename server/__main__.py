@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings))
-    except ValueError as error:  # a model that cannot be loaded, said once, without a traceback
+    except (ValueError, RuntimeError) as error:  # a model that cannot load, a port in use: said once, plainly
         logging.getLogger("transcriber_server").error("%s", error)
         sys.exit(2)
 

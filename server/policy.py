@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .vad import VoiceActivity, VoiceEvent, VoiceEventType
+from .vad import FRAME_S, VoiceActivity, VoiceEvent, VoiceEventType
 
 SAMPLE_RATE = 16_000
 TRAILING_SILENCE_S = 0.3  # silence decoded after the last speech frame
@@ -145,7 +145,7 @@ class StreamPolicy:
                 self._skip_silence(end_s)
                 continue
             if settling and not at_cap and self._tentative and \
-                    self._decoded_s >= self._voice.speech_end_before(end_s) and \
+                    self._decoded_s + FRAME_S >= self._voice.speech_end_before(end_s) and \
                     min(word.probability for word in self._tentative) >= SURE_WORD_PROBABILITY:
                 return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
                               prompt="", final=True, decode=False)
@@ -229,8 +229,10 @@ class StreamPolicy:
             return [word for word in words if word.start_s >= self._committed_s - 0.1]
         last = blocks[-1]
         seam = last.b + last.size
-        # Committed words after the last match that the hypothesis spelled differently: skip by time.
-        while seam < len(words) and words[seam].end_s <= self._committed_s + 0.05:
+        # Committed words after the last match that the hypothesis heard differently ("my" as
+        # "am I"): skip the words that start inside committed audio, at most one more than missed.
+        limit = min(len(words), seam + len(committed) - last.a - last.size + 1) if last.a + last.size < len(committed) else seam
+        while seam < limit and words[seam].start_s < self._committed_s - 0.02:
             seam += 1
         return words[seam:]
 
@@ -316,14 +318,13 @@ def drop_unplaced_tail(words: list[Word], min_duration_s: float = 0.01) -> list[
     return words[:end]
 
 
-def drop_unsure_tail(words: list[Word], min_probability: float = 0.2) -> list[Word]:
-    """Drops unsure words at the end of a window that settles without a second hearing.
+def drop_unsure_tail(words: list[Word], min_probability: float = 0.2, tail: int = 3) -> list[Word]:
+    """Drops the end of a window that settles without a second hearing from its first unsure word on.
 
-    At a pause the last real word is whole and usually sure; a fragment the model barely
-    believes ("hopes." for a breath) is not worth a final result.
+    At a pause the last real words are whole and usually sure; a fragment the model barely
+    believes ("hopes." for a breath, "See you" after the last sentence) is not worth a final result.
     """
-    end = len(words)
-    while end and words[end - 1].probability < min_probability:
-        end -= 1
-    return words[:end]
-
+    for index in range(max(len(words) - tail, 0), len(words)):
+        if words[index].probability < min_probability:
+            return words[:index]
+    return words

@@ -17,10 +17,10 @@ from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 
 from . import messages
 from .admission import Admission
-from .audio import check_format, decode_file, decode_pcm
+from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
 from .errors import InvalidRequest, TranscriberFault
-from .session import StreamSession, read_config
+from .session import StreamSession, config_rate, read_config
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         if source == "content":
             audio = await asyncio.to_thread(decode_file, data)
         else:
-            rate = check_format(pb.AudioEncoding.Name(config.encoding), config.sample_rate_hertz, config.audio_channel_count)
-            audio = await asyncio.to_thread(decode_pcm, data, rate)
+            audio = await asyncio.to_thread(decode_pcm, data, config_rate(config))
         segments, detected = await self._engine.transcribe_file(
             audio, DecodeOptions(language=language, prompt=config.prompt, hotwords=config.hotwords))
         return pb.TranscribeResponse(

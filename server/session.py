@@ -38,11 +38,18 @@ async def read_config(requests: AsyncIterator[pb.StreamingTranscribeRequest]) ->
     raise InvalidRequest("the stream ended before its config: send a `config` message first")
 
 
+def config_rate(config: pb.StreamingConfig) -> int:
+    """Checks the audio format of a config (InvalidRequest) and returns its sample rate."""
+    encoding = pb.AudioEncoding.Name(config.encoding) if config.encoding in pb.AudioEncoding.values() \
+        else f"unknown value {config.encoding}"
+    return check_format(encoding, config.sample_rate_hertz, config.audio_channel_count)
+
+
 class StreamSession:
     """Runs one stream. Validates its config on construction (InvalidRequest)."""
 
     def __init__(self, config: pb.StreamingConfig, engine: Engine, settings: ServerSettings) -> None:
-        rate = check_format(pb.AudioEncoding.Name(config.encoding), config.sample_rate_hertz, config.audio_channel_count)
+        rate = config_rate(config)
         if config.model not in ("", engine.model_name):
             raise InvalidRequest(f"unknown model {config.model!r}: this server runs {engine.model_name!r}; "
                                  "leave `model` empty or connect to a server that runs that model")

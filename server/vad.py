@@ -88,10 +88,10 @@ class VoiceActivity:
         return any(region_start < end_s and region_end > start_s for region_start, region_end in self._regions)
 
     def speech_in(self, start_s: float, end_s: float) -> bool:
-        """Whether any scored frame in [start_s, end_s) sounds like speech (unscored time counts as speech)."""
+        """Whether any frame in [start_s, end_s) sounds like speech; time not scored yet counts as speech."""
         first = max(int(start_s / FRAME_S) - self._first_kept, 0)
         last = int(np.ceil(end_s / FRAME_S)) - self._first_kept
-        if last > len(self._probabilities):
+        if first >= len(self._probabilities):
             return True
         return any(probability >= self._threshold for probability in self._probabilities[first:last])
 

@@ -70,9 +70,8 @@ class Client:
                 if source.touched or not isinstance(error, (ServerBusyError, EndpointUnavailableError)):
                     raise error from rpc_error
                 failures.append(error)
-            except TranscriberError:
-                call.cancel()
-                raise
+            finally:
+                call.cancel()  # a no-op after a clean end; frees the call when the caller stops early
         raise EndpointUnavailableError("no endpoint could take the stream: " + "; ".join(map(str, failures)))
 
     def transcribe_file(self, path: str | os.PathLike[str], language: str | None = None, prompt: str = "") -> Transcript:

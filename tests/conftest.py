@@ -1,0 +1,88 @@
+"""Shared fixtures: servers on loopback (fake or real engine) and the speech set."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import pathlib
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from transcriber_server.app import TranscriberApp
+from transcriber_server.engine import Engine
+from transcriber_server.settings import ServerSettings
+
+from .fakes import FakeEngine
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SPEECH_DIR = pathlib.Path(os.environ.get("TRANSCRIBER_SPEECH_DIR", REPO.parent / "shared" / "speech"))
+
+
+class ServerThread:
+    """A TranscriberApp on 127.0.0.1:<free port>, run by its own event loop in a thread,
+    so blocking SDK clients can call it from the test."""
+
+    def __init__(self, settings: ServerSettings, engine: Engine) -> None:
+        self._stopping: concurrent.futures.Future | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.app: TranscriberApp = self.call(self._start(replace(settings, host="127.0.0.1", port=0), engine))
+        self.address = f"127.0.0.1:{self.app.port}"
+
+    async def _start(self, settings: ServerSettings, engine: Engine) -> TranscriberApp:
+        app = TranscriberApp(settings, engine)
+        await app.start()
+        return app
+
+    def call(self, coroutine, timeout_s: float = 60):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def tasks(self) -> int:
+        """Tasks alive in the server's loop (to check that nothing leaks)."""
+        async def count() -> int:
+            return len(asyncio.all_tasks()) - 1
+        return self.call(count())
+
+    def begin_stop(self, grace_s: float) -> concurrent.futures.Future:
+        """Starts the app's graceful stop (as SIGTERM would) and returns at once."""
+        self._stopping = asyncio.run_coroutine_threadsafe(self.app.stop(grace_s), self.loop)
+        return self._stopping
+
+    def stop(self, grace_s: float = 0.5) -> None:
+        (self._stopping or self.begin_stop(grace_s)).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def settings() -> ServerSettings:
+    return ServerSettings(max_streams=4, reflection=True)
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def fake_server(settings: ServerSettings, fake_engine: FakeEngine) -> Iterator[ServerThread]:
+    server = ServerThread(settings, fake_engine)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def speech() -> dict[str, dict]:
+    """The shared speech set's manifest by id (skips where ../shared/speech is absent, as in a user's clone)."""
+    manifest = SPEECH_DIR / "manifest.jsonl"
+    if not manifest.exists():
+        pytest.skip(f"speech set not found at {SPEECH_DIR} (set TRANSCRIBER_SPEECH_DIR)")
+    items = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return {item["id"]: {**item, "path": str(SPEECH_DIR / item["file"])} for item in items}

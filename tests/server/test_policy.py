@@ -1,0 +1,174 @@
+"""StreamPolicy with scripted hypotheses: no gRPC, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transcriber_server.policy import (PolicyOptions, StreamPolicy, Word, common_prefix_length, drop_repetition_loop,
+                                       drop_unplaced_tail, drop_unsure_tail)
+from transcriber_server.vad import VoiceActivity
+
+RATE = 16_000
+
+
+def loud(seconds: float) -> np.ndarray:
+    return np.full(int(seconds * RATE), 0.3, dtype=np.float32)
+
+
+def quiet(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def energy(frames: np.ndarray) -> np.ndarray:
+    return (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
+
+
+def policy(**options: float) -> StreamPolicy:
+    return StreamPolicy(PolicyOptions(**options), VoiceActivity(energy, threshold=0.5, min_silence_s=0.6))
+
+
+def words(*spec: tuple[str, float, float]) -> list[Word]:
+    """Words with times relative to the window start."""
+    return [Word(f" {text}", start, end, 0.9) for text, start, end in spec]
+
+
+def texts(found: tuple[Word, ...] | list[Word]) -> list[str]:
+    return [word.text.strip() for word in found]
+
+
+def test_no_window_until_a_step_of_new_audio():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(0.3))
+    assert stream.next_window() is None
+    stream.add_audio(loud(0.3))
+    window = stream.next_window()
+    assert window is not None and window.start_s == 0 and window.end_s == pytest.approx(0.6, abs=0.01)
+    assert not window.final
+
+
+def test_local_agreement_commits_only_what_two_hypotheses_share():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    first = stream.commit(stream.next_window(), words(("hello", 0.0, 0.4), ("word", 0.5, 0.9)))
+    assert texts(first.final) == [] and texts(first.interim) == ["hello", "word"]
+    stream.add_audio(loud(0.5))
+    second = stream.commit(stream.next_window(),
+                           words(("hello", 0.0, 0.4), ("world", 0.5, 0.9), ("again", 1.0, 1.4)))
+    assert texts(second.final) == ["hello"] and texts(second.interim) == ["world", "again"]
+    stream.add_audio(loud(0.5))
+    third = stream.commit(stream.next_window(),
+                          words(("hello", 0.0, 0.4), ("world,", 0.5, 0.9), ("again", 1.0, 1.4), ("now", 1.5, 1.9)))
+    assert texts(third.final) == ["world,", "again"], "case and punctuation do not block agreement"
+    assert texts(third.interim) == ["now"]
+
+
+def test_committed_words_heard_again_are_not_repeated_even_when_times_jitter():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("one", 0.0, 0.4), ("two", 0.5, 0.9)))
+    stream.add_audio(loud(0.5))
+    stream.commit(stream.next_window(), words(("one", 0.0, 0.4), ("two", 0.5, 0.9), ("three", 1.0, 1.4)))
+    stream.add_audio(loud(0.5))
+    # The model re-hears the committed words with shifted times: they must not come back.
+    update = stream.commit(stream.next_window(),
+                           words(("one", 0.2, 0.5), ("two", 0.3, 0.6), ("three", 1.0, 1.4), ("four", 1.5, 1.9)))
+    assert texts(update.final) == ["three"]
+    assert texts(update.interim) == ["four"]
+
+
+def test_end_of_input_settles_everything():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("alpha", 0.0, 0.4), ("beta", 0.5, 0.9)))
+    stream.end_input()
+    window = stream.next_window()
+    assert window is not None and window.final
+    update = stream.commit(window, words(("alpha", 0.0, 0.4), ("beta", 0.5, 0.9)))
+    assert texts(update.final) == ["alpha", "beta"] and update.interim == ()
+    assert stream.next_window() is None and stream.done
+
+
+def test_silence_costs_no_decode_and_is_forgotten():
+    stream = policy(step_s=0.5, trim_window_s=12, max_window_s=25)
+    for _ in range(600):  # ten minutes of silence
+        stream.add_audio(quiet(1.0))
+        assert stream.next_window() is None
+    assert stream.processed_s == pytest.approx(600, abs=0.6)
+    assert stream._audio.size <= 13 * RATE  # the window did not grow with the stream
+
+
+def test_a_pause_settles_sure_interim_words_without_a_new_decode():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("hi", 0.0, 0.4), ("there", 0.5, 0.95)))
+    stream.add_audio(quiet(1.0))  # a pause: the voice tracker reports the end of speech
+    window = stream.next_window()
+    assert window is not None and window.final and not window.decode
+    update = stream.commit(window, [])
+    assert texts(update.final) == ["hi", "there"] and update.interim == ()
+    assert stream.next_window() is None
+
+
+def test_a_pause_after_unsure_words_decodes_again_and_drops_an_unsure_tail():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    shaky = [Word(" hi", 0.0, 0.4, 0.9), Word(" hopes", 0.5, 0.95, 0.1)]
+    stream.commit(stream.next_window(), shaky)
+    stream.add_audio(quiet(1.0))
+    window = stream.next_window()
+    assert window is not None and window.final and window.decode
+    assert window.end_s - window.start_s < 1.4, "trailing silence is not decoded"
+    update = stream.commit(window, shaky)
+    assert texts(update.final) == ["hi"]
+
+
+def test_words_over_silence_are_dropped():
+    stream = policy(step_s=0.5)
+    stream.add_audio(np.concatenate([loud(0.5), quiet(0.5)]))
+    window = stream.next_window()
+    update = stream.commit(window, words(("real", 0.0, 0.45), ("thanks", 0.7, 0.9)))
+    assert texts(update.interim) == ["real"]
+
+
+def test_window_stays_short_over_a_long_stream():
+    stream = policy(step_s=0.5, trim_window_s=12, max_window_s=25)
+    longest_s = 0.0
+    committed: list[str] = []
+    for second in range(300):  # five minutes of speech with a short pause every 4 s
+        stream.add_audio(loud(0.8) if second % 4 else np.concatenate([loud(0.5), quiet(0.3)]))
+        while (window := stream.next_window()) is not None:
+            longest_s = max(longest_s, window.end_s - window.start_s)
+            # One word per 0.8 s of window, named by its absolute time so agreement is stable.
+            heard = [Word(f" w{int((window.start_s + t) * 10)}", t, t + 0.5, 0.9)
+                     for t in np.arange(0.0, window.end_s - window.start_s - 0.6, 0.8)]
+            committed += texts(stream.commit(window, heard).final)
+    assert longest_s <= 25.0
+    assert len(committed) == len(set(committed)), "a word was committed twice"
+
+
+def test_window_at_the_cap_settles_instead_of_growing():
+    stream = policy(step_s=0.5, trim_window_s=12, max_window_s=25)
+    stream.add_audio(loud(40))
+    window = stream.next_window()
+    assert window.end_s - window.start_s == pytest.approx(25, abs=0.01) and window.final
+
+
+def test_finalize_request_settles_at_that_point():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("go", 0.0, 0.4)))
+    stream.finalize()
+    window = stream.next_window()
+    assert window is not None and window.final
+
+
+def test_helpers():
+    sample = [Word(f" {text}", i, i + 0.5) for i, text in enumerate("a b c b c b c d".split())]
+    assert texts(drop_repetition_loop(sample)) == ["a"]
+    assert texts(drop_repetition_loop(sample[:5])) == ["a", "b", "c", "b", "c"]
+    squeezed = [Word(" end", 0, 0.5), Word(" thanks", 1.0, 1.0), Word(" for", 1.0, 1.0)]
+    assert texts(drop_unplaced_tail(squeezed)) == ["end"]
+    unsure = [Word(" sure", 0, 0.5, 0.9), Word(" maybe", 0.5, 1.0, 0.1)]
+    assert texts(drop_unsure_tail(unsure)) == ["sure"]
+    assert common_prefix_length(words(("Hello,", 0, 1)), words(("hello", 0, 1), ("x", 1, 2))) == 1
