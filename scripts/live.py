@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+import grpc
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -26,9 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated host:port list (env TRANSCRIBER_ENDPOINTS)")
     parser.add_argument("--language", default=None, help="language code; default: detect")
     parser.add_argument("--fast", action="store_true", help="send the audio as fast as possible, not in real time")
+    parser.add_argument("--wait-s", type=float, default=0.0, help="wait this long for the first endpoint to come up")
     args = parser.parse_args(argv)
 
     console = Console(highlight=False)
+    if args.wait_s and not wait_until_ready(args.endpoints.split(",")[0], args.wait_s):
+        console.print(f"error: {args.endpoints} did not come up within {args.wait_s:.0f} s", style="red")
+        return 1
     pcm, rate = read_pcm16(args.file)
     console.print(f"[bold]Streaming[/bold] {args.file} ({len(pcm) / 2 / rate:.1f} s) to {args.endpoints}", style="cyan")
     finals: list[str] = []
@@ -53,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     console.print()
     console.print(f"[green]done[/green] in {time.monotonic() - started:.1f} s", style="cyan")
     return 0
+
+
+def wait_until_ready(endpoint: str, timeout_s: float) -> bool:
+    """The server listens only once its model is loaded, so a ready channel means ready to transcribe."""
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
 
 
 if __name__ == "__main__":
