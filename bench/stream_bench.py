@@ -46,8 +46,8 @@ LONG_S = 25.0  # the default set: recordings long enough for windows to be cut a
 HEALTH_TIMEOUT_S = 120.0  # loading a large model on a slow disk takes a while
 SERVING = health_pb2.HealthCheckResponse.SERVING
 AUDIBLE_SLACK_S = 0.5  # offline word starts jitter; an interim word may be matched this early
-SHOWN_SETTINGS = ("model", "device", "compute_type", "cpu_threads", "beam_size", "step_s", "max_window_s",
-                  "trim_window_s", "endpoint_silence_s")
+SHOWN_SETTINGS = ("model", "device", "compute_type", "cpu_threads", "beam_size", "step_s", "holdback_s",
+                  "max_window_s", "trim_window_s", "endpoint_silence_s")
 _NOT_A_WORD = re.compile(r"[^\w']+")
 NORMALIZER = EnglishTextNormalizer()
 

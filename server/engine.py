@@ -89,8 +89,9 @@ class WhisperEngine:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
         from faster_whisper.vad import get_vad_model
 
-        self.model_name = settings.model
         path = embedded_model_path() if settings.model == EMBEDDED_MODEL else settings.model
+        # A baked-in folder such as /models/large-v3-turbo is named by its last part.
+        self.model_name = os.path.basename(settings.model.rstrip("/")) if os.path.isdir(settings.model) else settings.model
         device, compute_type = resolve_device(settings.device, settings.compute_type)
         try:
             self._model = WhisperModel(path, device=device, compute_type=compute_type,

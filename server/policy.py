@@ -23,6 +23,7 @@ from .vad import FRAME_S, VoiceActivity, VoiceEvent, VoiceEventType
 
 SAMPLE_RATE = 16_000
 TRAILING_SILENCE_S = 0.3  # silence decoded after the last speech frame
+LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper looping, not a speaker repeating
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
 _NOT_A_WORD = re.compile(r"[^\w']+")
 
@@ -45,6 +46,7 @@ class PolicyOptions:
     trim_window_s: float = 12.0
     keep_silence_s: float = 0.3  # silence kept before speech when silent audio is dropped
     prompt_chars: int = 200  # committed text passed back to the model as context
+    holdback_s: float = 0.0  # agreed words ending this close to the window end wait for the next decode
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,9 @@ class StreamPolicy:
                 final, self._tentative = tuple(drop_unsure_tail(words)), ()
             else:
                 agreed = common_prefix_length(self._tentative, words)
+                # Words this close to the end of the audio have heard too little of what follows.
+                while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
+                    agreed -= 1
                 final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
         if final:
@@ -286,11 +291,11 @@ def common_prefix_length(previous: tuple[Word, ...] | list[Word], current: list[
     return count
 
 
-def drop_repetition_loop(words: list[Word], max_repeats: int = 3, max_phrase: int = 6) -> list[Word]:
-    """Cuts a hypothesis where a phrase starts repeating `max_repeats` times in a row.
+def drop_repetition_loop(words: list[Word], max_phrase: int = 6) -> list[Word]:
+    """Cuts a hypothesis where Whisper starts looping on one phrase.
 
-    Whisper sometimes loops on one phrase; real speech almost never says a phrase three times
-    back to back, so the whole loop goes.
+    A loop runs on until the token budget is spent; people do repeat themselves ("words words
+    words words", "no no no"), so it takes six repeats of one word, or four of a longer phrase.
     """
     keys = [normalize(word.text) for word in words]
     for start in range(len(keys)):
@@ -301,7 +306,7 @@ def drop_repetition_loop(words: list[Word], max_repeats: int = 3, max_phrase: in
             repeats = 1
             while keys[start + repeats * size: start + (repeats + 1) * size] == phrase:
                 repeats += 1
-            if repeats >= max_repeats:
+            if repeats >= (LOOP_REPEATS_ONE_WORD if size == 1 else LOOP_REPEATS_PHRASE):
                 return words[:start]
     return words
 

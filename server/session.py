@@ -61,7 +61,8 @@ class StreamSession:
         self._decoder = PcmDecoder(rate, settings.max_chunk_bytes)
         voice = VoiceActivity(engine.speech_probabilities, settings.vad_threshold, settings.endpoint_silence_s)
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
-                                                  trim_window_s=settings.trim_window_s), voice)
+                                                  trim_window_s=settings.trim_window_s,
+                                                  holdback_s=settings.holdback_s), voice)
         self._events: list[VoiceEvent] = []
         self._wakeup = asyncio.Event()  # new audio, end of input, or a stop
         self._room = asyncio.Event()  # the decoder caught up: the reader may queue more

@@ -27,6 +27,7 @@ class ServerSettings:
     max_streams: int = 8  # concurrent streams; more get RESOURCE_EXHAUSTED at once
     beam_size: int = 5
     step_s: float = 0.5  # new audio that triggers a re-decode
+    holdback_s: float = 0.5  # agreed words this close to the end of the audio wait one more decode
     max_window_s: float = 25.0  # the decode window never grows past this
     trim_window_s: float = 12.0  # past this, the window is cut at a committed sentence end
     endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final

@@ -164,11 +164,24 @@ def test_finalize_request_settles_at_that_point():
 
 
 def test_helpers():
-    sample = [Word(f" {text}", i, i + 0.5) for i, text in enumerate("a b c b c b c d".split())]
-    assert texts(drop_repetition_loop(sample)) == ["a"]
-    assert texts(drop_repetition_loop(sample[:5])) == ["a", "b", "c", "b", "c"]
+    looping = [Word(f" {text}", i, i + 0.5) for i, text in enumerate("a b c b c b c b c d".split())]
+    assert texts(drop_repetition_loop(looping)) == ["a"]
+    assert texts(drop_repetition_loop(looping[:7])) == texts(looping[:7]), "three times is still speech"
+    said = [Word(f" {text}", i, i + 0.5) for i, text in enumerate("words words words words and".split())]
+    assert texts(drop_repetition_loop(said)) == texts(said)
+    assert texts(drop_repetition_loop(said[:1] * 6)) == []
     squeezed = [Word(" end", 0, 0.5), Word(" thanks", 1.0, 1.0), Word(" for", 1.0, 1.0)]
     assert texts(drop_unplaced_tail(squeezed)) == ["end"]
     unsure = [Word(" sure", 0, 0.5, 0.9), Word(" maybe", 0.5, 1.0, 0.1)]
     assert texts(drop_unsure_tail(unsure)) == ["sure"]
     assert common_prefix_length(words(("Hello,", 0, 1)), words(("hello", 0, 1), ("x", 1, 2))) == 1
+
+
+def test_holdback_keeps_agreed_words_at_the_very_end_interim():
+    stream = policy(step_s=0.5, holdback_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("one", 0.0, 0.3), ("two", 0.6, 0.9)))
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("one", 0.0, 0.3), ("two", 1.05, 1.4), ("three", 1.42, 1.5)))
+    assert texts(update.final) == ["one"], "'two' ends within 0.5 s of the audio end: it waits"
+    assert texts(update.interim) == ["two", "three"]
