@@ -7,6 +7,7 @@ errors into a status, sent in band first (grpc/grpc#36066), then as the call's s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,7 +21,7 @@ from .admission import Admission
 from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
 from .errors import InvalidRequest, TranscriberFault
-from .session import StreamSession, config_rate, read_config
+from .session import StreamSession, check_model, config_rate, read_config
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                 log.info("stream %r opened from %s (%s)", stream_id, context.peer(), self.admission)
                 self._sessions.add(session)
                 try:
-                    async for response in session.run(request_iterator):
-                        yield response
+                    # aclosing: a client that goes away while we wait at `yield` still stops the session now.
+                    async with contextlib.aclosing(session.run(request_iterator)) as responses:
+                        async for response in responses:
+                            yield response
                 finally:
                     self._sessions.discard(session)
         except TranscriberFault as fault:
@@ -83,8 +86,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
 
     async def _transcribe(self, request: pb.TranscribeRequest) -> pb.TranscribeResponse:
         config = request.config
-        if config.model not in ("", self._engine.model_name):
-            raise InvalidRequest(f"unknown model {config.model!r}: this server runs {self._engine.model_name!r}")
+        check_model(config, self._engine)
         language = self._engine.check_language(config.language_code)
         source = request.WhichOneof("audio_source")
         data = request.content if source == "content" else request.pcm

@@ -17,7 +17,7 @@ from . import messages
 from .audio import PcmDecoder, check_format
 from .engine import DecodeOptions, Engine
 from .errors import Draining, InvalidRequest
-from .policy import PolicyOptions, StreamPolicy
+from .policy import PolicyOptions, StreamPolicy, Window, Word
 from .settings import ServerSettings
 from .vad import VoiceActivity, VoiceEvent
 
@@ -45,14 +45,19 @@ def config_rate(config: pb.StreamingConfig) -> int:
     return check_format(encoding, config.sample_rate_hertz, config.audio_channel_count)
 
 
+def check_model(config: pb.StreamingConfig, engine: Engine) -> None:
+    """A config may name a model only if it is the one this server runs (InvalidRequest)."""
+    if config.model not in ("", engine.model_name):
+        raise InvalidRequest(f"unknown model {config.model!r}: this server runs {engine.model_name!r}; "
+                             "leave `model` empty or connect to a server that runs that model")
+
+
 class StreamSession:
     """Runs one stream. Validates its config on construction (InvalidRequest)."""
 
     def __init__(self, config: pb.StreamingConfig, engine: Engine, settings: ServerSettings) -> None:
         rate = config_rate(config)
-        if config.model not in ("", engine.model_name):
-            raise InvalidRequest(f"unknown model {config.model!r}: this server runs {engine.model_name!r}; "
-                                 "leave `model` empty or connect to a server that runs that model")
+        check_model(config, engine)
         self.stream_id = config.stream_id
         self._config = config
         self._engine = engine
@@ -84,8 +89,10 @@ class StreamSession:
         """
         reader = asyncio.create_task(self._read(requests))
         stopped = False
-        first = True
         try:
+            # Admitted: say so at once, so a client knows this endpoint took the stream.
+            yield pb.StreamingTranscribeResponse(stream_id=self.stream_id, model=self._engine.model_name,
+                                                 audio_processed=messages.duration(0))
             while True:
                 if reader.done() and not reader.cancelled() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
@@ -94,34 +101,25 @@ class StreamSession:
                     reader.cancel()
                     self._policy.end_input()
                 if self._events:
-                    for event in self._events:
-                        if self._config.enable_voice_activity_events:
-                            yield self._response(speech_event=messages.speech_event(event), first=first)
-                            first = False
+                    if self._config.enable_voice_activity_events:
+                        for event in self._events:
+                            yield self._response(speech_event=messages.speech_event(event))
                     self._events.clear()
                 window = self._policy.next_window()
+                self._room.set()  # skipped silence makes room too, not only decodes
                 if window is None:
                     if self._policy.done:
                         break
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                started = time.perf_counter()
-                prompt = " ".join(part for part in (self._config.prompt, window.prompt) if part)
-                hypothesis = await self._engine.transcribe(
-                    window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords))
-                self._decodes += 1
-                self._decode_s += time.perf_counter() - started
-                if self._language is None and hypothesis.words:
-                    self._language = hypothesis.language  # detected once, then kept
-                update = self._policy.commit(window, hypothesis.words)
-                self._room.set()
+                heard = await self._decode(window) if window.decode else []
+                update = self._policy.commit(window, heard)
                 results = messages.results(update, interim=self._config.interim_results,
-                                           language=self._language or hypothesis.language,
+                                           language=self._language or "",
                                            with_words=self._config.enable_word_time_offsets)
-                if results or first:
-                    yield self._response(results=results, first=first)
-                    first = False
+                if results:
+                    yield self._response(results=results)
             if stopped:
                 raise Draining(f"server is shutting down; every word up to {self._policy.processed_s:.2f} s was sent "
                                "as final: send the rest of the audio to another endpoint")
@@ -131,12 +129,22 @@ class StreamSession:
             log.info("stream %r closed: %.1f s of audio, %d decodes, %.3f s mean decode", self.stream_id,
                      self._policy.received_s, self._decodes, self._decode_s / max(self._decodes, 1))
 
-    def _response(self, *, first: bool, results: list[pb.StreamingResult] | None = None,
+    async def _decode(self, window: Window) -> list[Word]:
+        started = time.perf_counter()
+        prompt = " ".join(part for part in (self._config.prompt, window.prompt) if part)
+        hypothesis = await self._engine.transcribe(
+            window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords))
+        self._decodes += 1
+        self._decode_s += time.perf_counter() - started
+        if self._language is None and hypothesis.words:
+            self._language = hypothesis.language  # detected once, then kept
+        return hypothesis.words
+
+    def _response(self, *, results: list[pb.StreamingResult] | None = None,
                   speech_event: pb.SpeechEvent | None = None) -> pb.StreamingTranscribeResponse:
         return pb.StreamingTranscribeResponse(
             results=results or [], speech_event=speech_event, stream_id=self.stream_id,
-            audio_processed=messages.duration(self._policy.processed_s),
-            model=self._engine.model_name if first else "")
+            audio_processed=messages.duration(self._policy.processed_s))
 
     async def _read(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> None:
         try:

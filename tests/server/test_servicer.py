@@ -282,3 +282,21 @@ def test_drain_refuses_new_streams_and_flushes_the_ones_in_flight(fake_server):
     responses, code, details = outcome["in_flight"]  # type: ignore[misc]
     assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
     assert words_of(" ".join(result.transcript for result in finals(responses))) == WORDS
+
+
+def test_back_pressure_on_a_fast_client_followed_by_silence_does_not_stall(fake_engine):
+    from dataclasses import replace
+
+    from transcriber_server.settings import ServerSettings
+
+    from ..conftest import ServerThread
+
+    fake_engine.delay_s = 0.3  # a busy decoder, so the client gets far ahead of it
+    server = ServerThread(replace(ServerSettings(), max_pending_audio_s=2.0), fake_engine)
+    try:
+        pcm = word_audio([1, 2, 3]) + b"\0" * (16000 * 2 * 10)  # speech, then 10 s of silence
+        responses, code, _ = call(server.address, [config(), *audio_requests(pcm)], timeout_s=20)
+        assert code == grpc.StatusCode.OK
+        assert words_of(" ".join(result.transcript for result in finals(responses))) == [1, 2, 3]
+    finally:
+        server.stop()
