@@ -1,4 +1,4 @@
-"""Client: the blocking driver. One channel per endpoint; a stream that cannot start moves on."""
+"""Client: the blocking driver. One channel per endpoint; a call refused before it starts moves on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 
-from ._core import StreamOptions, request_messages, to_transcript, to_updates
+from ._core import StreamOptions, channel_target, check_chunk, request_messages, to_transcript, to_updates
 from .exceptions import (EndpointUnavailableError, ServerBusyError, TranscriberError, from_rpc_error,
                          InvalidRequestError)
 from .models import Transcript, TranscriptUpdate
@@ -24,10 +24,12 @@ CHANNEL_OPTIONS = [
 
 
 class Client:
-    """Blocking client for one or more transcriber endpoints (`host:port`, plaintext).
+    """Blocking client for one or more transcriber endpoints.
 
     Args:
-        endpoints: where servers listen; defaults to TRANSCRIBER_ENDPOINTS (comma-separated), else 127.0.0.1:8080.
+        endpoints: `host:port` (plaintext) or `https://host` (TLS on 443, e.g. a Cloud Run URL); defaults to
+            TRANSCRIBER_ENDPOINTS (comma-separated), else 127.0.0.1:8080. A call that an endpoint refuses
+            before it starts (busy, draining, down) moves to the next one.
         timeout_s: deadline of a whole call, or None for none.
     """
 
@@ -39,7 +41,7 @@ class Client:
             raise ValueError("give at least one endpoint")
         self.endpoints = list(endpoints)
         self._timeout_s = timeout_s
-        self._channels = {endpoint: grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS) for endpoint in endpoints}
+        self._channels = {endpoint: _channel(endpoint) for endpoint in self.endpoints}
         self._stubs = {endpoint: pb_grpc.TranscriberStub(channel) for endpoint, channel in self._channels.items()}
 
     def stream(self, chunks: Iterable[bytes], sample_rate: int = 16_000, language: str | None = None,
@@ -56,19 +58,27 @@ class Client:
             TranscriberError: the call failed (see exceptions.py for the kinds).
         """
         stream_options = StreamOptions(sample_rate=sample_rate, language=language, **options)  # type: ignore[arg-type]
-        source = _Touched(chunks)
+        source = _Replayable(chunks)
         failures: list[TranscriberError] = []
         for endpoint in self.endpoints:
-            call = self._stubs[endpoint].StreamingTranscribe(request_messages(stream_options, source),
+            call = self._stubs[endpoint].StreamingTranscribe(request_messages(stream_options, source.replay()),
                                                              timeout=self._timeout_s)
             try:
                 for response in call:
-                    yield from to_updates(response, endpoint)
+                    updates = to_updates(response, endpoint)
+                    source.started()  # the server took the stream: from here on it is this endpoint's
+                    source.raise_error()
+                    yield from updates
+                source.raise_error()
                 return
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error, endpoint)
-                if source.touched or not isinstance(error, (ServerBusyError, EndpointUnavailableError)):
+                if source.is_started or not isinstance(error, _MOVE_ON):
                     raise error from rpc_error
+                failures.append(error)
+            except TranscriberError as error:  # the server's in-band status
+                if source.is_started or not isinstance(error, _MOVE_ON):
+                    raise
                 failures.append(error)
             finally:
                 call.cancel()  # a no-op after a clean end; frees the call when the caller stops early
@@ -93,7 +103,7 @@ class Client:
                 return to_transcript(self._stubs[endpoint].Transcribe(request, timeout=self._timeout_s))
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error, endpoint)
-                if not isinstance(error, (ServerBusyError, EndpointUnavailableError)):
+                if not isinstance(error, _MOVE_ON):
                     raise error from rpc_error
                 failures.append(error)
         raise EndpointUnavailableError("no endpoint could take the file: " + "; ".join(map(str, failures)))
@@ -112,17 +122,46 @@ class Client:
         return f"<Client {len(self.endpoints)} endpoints: {', '.join(self.endpoints)}>"
 
 
-class _Touched:
-    """Wraps the caller's chunks and records whether any was sent: until then a stream may move on."""
+_MOVE_ON = (ServerBusyError, EndpointUnavailableError)  # refusals that another endpoint may not share
+
+
+def _channel(endpoint: str) -> grpc.Channel:
+    target, tls = channel_target(endpoint)
+    if tls:
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+class _Replayable:
+    """The caller's chunks, kept until a server takes the stream, so a refused start loses no audio.
+
+    gRPC pulls the chunks in its own thread, where an exception would only cancel the call: a bad
+    chunk ends the audio there instead, and `raise_error` raises it in the caller's thread.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._iterator = iter(chunks)
-        self.touched = False
+        self._kept: list[bytes] = []
+        self._error: TranscriberError | None = None
+        self.is_started = False
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
-    def __next__(self) -> bytes:
-        chunk = next(self._iterator)
-        self.touched = True
-        return chunk
+    def started(self) -> None:
+        self.is_started = True
+        self._kept = []
+
+    def replay(self) -> Iterator[bytes]:
+        """What was already sent (to a server that refused it), then the rest."""
+        yield from list(self._kept)
+        for chunk in self._iterator:
+            try:
+                check_chunk(chunk)
+            except TranscriberError as error:
+                self._error = error
+                return
+            if not self.is_started:
+                self._kept.append(chunk)
+            yield chunk

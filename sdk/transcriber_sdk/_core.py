@@ -6,14 +6,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import soundfile
 
-from .exceptions import TranscriberError, error_for, from_status_code
+from .exceptions import InvalidRequestError, TranscriberError, error_for, from_status_code
 from .models import Segment, Transcript, TranscriptUpdate, Word
 from .proto.transcriber.v1 import transcriber_pb2 as pb
 
 CHUNK_S = 0.1  # 100 ms frames: the latency/overhead balance Google and Riva recommend
+MAX_CHUNK_BYTES = 1 << 20  # the server's limit per audio message
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,31 @@ def request_messages(options: StreamOptions, chunks: Iterable[bytes]) -> Iterato
     for chunk in chunks:
         if chunk:
             yield pb.StreamingTranscribeRequest(audio=bytes(chunk))
+
+
+def check_chunk(chunk: bytes) -> None:
+    """Refuses a chunk over the server's 1 MiB limit before it is sent: past the transport limit the
+    server could only answer RESOURCE_EXHAUSTED, which reads as "busy", not "fix your input".
+
+    Raises:
+        InvalidRequestError: the chunk is too large.
+    """
+    if len(chunk) > MAX_CHUNK_BYTES:
+        raise InvalidRequestError(f"audio chunk is {len(chunk)} bytes; the limit is {MAX_CHUNK_BYTES} bytes: "
+                                  "send smaller chunks (100 ms, 3,200 bytes at 16 kHz, is a good size)")
+
+
+def channel_target(endpoint: str) -> tuple[str, bool]:
+    """`host:port` is plaintext; `https://host[:port]` is TLS, on 443 unless a port is given.
+
+    Returns the gRPC target and whether it needs TLS.
+    """
+    if endpoint.startswith("https://"):
+        host = endpoint[len("https://"):].rstrip("/")
+        return (host if ":" in host else f"{host}:443"), True
+    if "://" in endpoint:
+        raise ValueError(f"endpoint {endpoint!r}: use host:port (plaintext) or https://host (TLS)")
+    return endpoint, False
 
 
 def seconds(duration: object) -> float:
@@ -104,5 +129,3 @@ def chunked(pcm: bytes, sample_rate: int, chunk_s: float = CHUNK_S, realtime: bo
         yield pcm[offset: offset + size]
 
 
-def silence(seconds_: float, sample_rate: int = 16_000) -> bytes:
-    return np.zeros(int(seconds_ * sample_rate), dtype="<i2").tobytes()

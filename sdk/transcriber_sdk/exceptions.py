@@ -25,7 +25,7 @@ class InvalidRequestError(TranscriberError):
 
 
 class OutOfRangeError(TranscriberError):
-    """A stream limit was reached (duration, pacing, idle time)."""
+    """The server answered OUT_OF_RANGE (a stream limit; the server sets none yet)."""
 
 
 class AuthenticationError(TranscriberError):
