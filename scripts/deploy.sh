@@ -3,11 +3,11 @@
 # transcriber-slim-1..N, one NVIDIA L4 each, then prints their URLs as one TRANSCRIBER_ENDPOINTS line.
 #
 #   scripts/deploy.sh --project my-project [--region europe-west4] [--count 4] [--model large-v3-turbo]
-#                     [--max-streams 8] [--min-instances 0] [--tag TAG] [--skip-build]
-#                     [--allow-unauthenticated] [--dry-run]
+#                     [--max-streams 8] [--min-instances 0] [--repository transcriber] [--image transcriber-slim]
+#                     [--tag TAG] [--skip-build] [--allow-unauthenticated] [--dry-run]
 #
 # --dry-run prints every gcloud command instead of running it. Services are authenticated unless
-# --allow-unauthenticated is given (the SDK sends Google ID tokens).
+# --allow-unauthenticated is given (callers then need roles/run.invoker and an ID token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,19 +24,20 @@ build=1
 public=0
 dry_run=0
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+needs_value() { [ $# -ge 2 ] || { echo "deploy.sh: $1 needs a value" >&2; exit 2; }; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --project) project=$2; shift 2 ;;
-        --region) region=$2; shift 2 ;;
-        --count) count=$2; shift 2 ;;
-        --repository) repository=$2; shift 2 ;;
-        --image) image=$2; shift 2 ;;
-        --model) model=$2; shift 2 ;;
-        --max-streams) max_streams=$2; shift 2 ;;
-        --min-instances) min_instances=$2; shift 2 ;;
-        --tag) tag=$2; shift 2 ;;
+        --project) needs_value "$@"; project=$2; shift 2 ;;
+        --region) needs_value "$@"; region=$2; shift 2 ;;
+        --count) needs_value "$@"; count=$2; shift 2 ;;
+        --repository) needs_value "$@"; repository=$2; shift 2 ;;
+        --image) needs_value "$@"; image=$2; shift 2 ;;
+        --model) needs_value "$@"; model=$2; shift 2 ;;
+        --max-streams) needs_value "$@"; max_streams=$2; shift 2 ;;
+        --min-instances) needs_value "$@"; min_instances=$2; shift 2 ;;
+        --tag) needs_value "$@"; tag=$2; shift 2 ;;
         --skip-build) build=0; shift ;;
         --allow-unauthenticated) public=1; shift ;;
         --dry-run) dry_run=1; shift ;;
@@ -50,6 +51,8 @@ done
 [[ "$max_streams" =~ ^[1-9][0-9]*$ ]] || { echo "deploy.sh: --max-streams must be a positive number" >&2; exit 2; }
 if [ -z "$tag" ]; then
     tag=$(git rev-parse HEAD 2>/dev/null || date -u +manual-%Y%m%d%H%M%S)
+    # The build uploads the working tree: a tag must not claim a commit the image does not match.
+    git diff --quiet HEAD 2>/dev/null || tag="${tag}-dirty-$(date -u +%Y%m%d%H%M%S)"
 fi
 image_path="${region}-docker.pkg.dev/${project}/${repository}/${image}"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs the project with pinned versions. Usage: scripts/setup.sh [EXTRAS]
-# EXTRAS defaults to "server"; the tests use "server,test". Needs only Python 3.10+ and the package index.
+# EXTRAS defaults to "server"; the tests use "server,test". Needs only Python 3.11+ and the package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-server}

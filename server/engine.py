@@ -123,28 +123,39 @@ class WhisperEngine:
         return np.asarray(self._vad(frames)).reshape(-1)
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
-        async with self._slots:
-            return await asyncio.to_thread(self._decode_window, audio, options)
+        return await self._in_slot(self._decode_window, audio, options)
 
     async def transcribe_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
+        return await self._in_slot(self._decode_file, audio, options)
+
+    async def _in_slot(self, decode, *args):  # type: ignore[no-untyped-def]
+        """Runs a decode in a thread, holding a slot until the thread is done, even when the caller
+        is cancelled (a thread cannot be stopped; releasing early would overcommit the model)."""
         async with self._slots:
-            return await asyncio.to_thread(self._decode_file, audio, options)
+            work = asyncio.ensure_future(asyncio.to_thread(decode, *args))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                raise
 
     def _decode_window(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
         segments, info = self._model.transcribe(
             audio, language=options.language, beam_size=self._beam_size, temperature=FALLBACK_TEMPERATURES,
             word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
             initial_prompt=options.prompt or None, hotwords=options.hotwords or None)
-        words = [Word(word.word, word.start, word.end, word.probability)
-                 for segment in segments for word in (segment.words or [])]
-        return Hypothesis(words=words, language=info.language)
+        return Hypothesis(words=[word for segment in segments for word in _words(segment)], language=info.language)
 
     def _decode_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
         segments, info = self._model.transcribe(
             audio, language=options.language, beam_size=self._beam_size, word_timestamps=True,
             vad_filter=True, initial_prompt=options.prompt or None, hotwords=options.hotwords or None)
         result = [FileSegment(text=segment.text.strip(), start_s=segment.start, end_s=segment.end,
-                              words=[Word(word.word, word.start, word.end, word.probability)
-                                     for word in (segment.words or [])])
+                              words=_words(segment))
                   for segment in segments]
         return result, info.language
+
+
+def _words(segment) -> list[Word]:  # type: ignore[no-untyped-def]
+    """faster-whisper's words of a segment as ours."""
+    return [Word(word.word, word.start, word.end, word.probability) for word in (segment.words or [])]

@@ -5,7 +5,7 @@ window to decode, and hands back the words the engine heard in it:
 
 - a window is the audio since the last cut, re-decoded every `step_s` of new audio;
 - words on which two consecutive hypotheses agree are committed (final), the rest is interim;
-- the window is cut at committed sentence ends, so it never grows past `max_window_s`;
+- once long, the window is cut in a pause inside committed speech, so it never grows past `max_window_s`;
 - no decode happens while the voice-activity tracker hears no uncommitted speech;
 - the end of speech (a pause), a FINALIZE request and the end of input settle everything as final.
 """
@@ -41,12 +41,14 @@ class Word:
 
 @dataclass(frozen=True)
 class PolicyOptions:
-    step_s: float = 0.5
-    max_window_s: float = 25.0
-    trim_window_s: float = 12.0
+    """The policy's share of ServerSettings (which documents each one and holds the defaults)."""
+
+    step_s: float
+    max_window_s: float
+    trim_window_s: float
+    holdback_s: float
     keep_silence_s: float = 0.3  # silence kept before speech when silent audio is dropped
     prompt_chars: int = 200  # committed text passed back to the model as context
-    holdback_s: float = 0.0  # agreed words ending this close to the window end wait for the next decode
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,6 @@ class StreamPolicy:
     @property
     def done(self) -> bool:
         return self._input_ended and self.pending_s <= 0 and not self._tentative
-
-    @property
-    def committed_text(self) -> str:
-        return "".join(word.text for word in self._recent)
 
     # -- windows -------------------------------------------------------------------------
 

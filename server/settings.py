@@ -22,14 +22,14 @@ class ServerSettings:
     model: str = "tiny.en"  # tiny.en is the embedded model; any faster-whisper name or path works
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU
-    cpu_threads: int = 0  # 0: one per core
+    cpu_threads: int = 0  # 0: CTranslate2's default (4, or OMP_NUM_THREADS)
     model_workers: int = 1  # decodes that run at once (CTranslate2 workers)
     max_streams: int = 8  # concurrent streams; more get RESOURCE_EXHAUSTED at once
     beam_size: int = 5
     step_s: float = 0.5  # new audio that triggers a re-decode
     holdback_s: float = 0.5  # agreed words this close to the end of the audio wait one more decode
     max_window_s: float = 25.0  # the decode window never grows past this
-    trim_window_s: float = 12.0  # past this, the window is cut at a committed sentence end
+    trim_window_s: float = 12.0  # past this, the window is cut in a pause inside committed speech
     endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final
     vad_threshold: float = 0.5
     max_chunk_bytes: int = 1 << 20

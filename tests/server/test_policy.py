@@ -7,6 +7,7 @@ import pytest
 
 from transcriber_server.policy import (PolicyOptions, StreamPolicy, Word, common_prefix_length, drop_repetition_loop,
                                        drop_unplaced_tail, drop_unsure_tail)
+from transcriber_server.settings import ServerSettings
 from transcriber_server.vad import VoiceActivity
 
 RATE = 16_000
@@ -25,7 +26,11 @@ def energy(frames: np.ndarray) -> np.ndarray:
 
 
 def policy(**options: float) -> StreamPolicy:
-    return StreamPolicy(PolicyOptions(**options), VoiceActivity(energy, threshold=0.5, min_silence_s=0.6))
+    """A policy at the server's defaults, except that agreement is not held back unless asked."""
+    defaults = ServerSettings()
+    values = {"step_s": defaults.step_s, "max_window_s": defaults.max_window_s,
+              "trim_window_s": defaults.trim_window_s, "holdback_s": 0.0, **options}
+    return StreamPolicy(PolicyOptions(**values), VoiceActivity(energy, threshold=0.5, min_silence_s=0.6))
 
 
 def words(*spec: tuple[str, float, float]) -> list[Word]:
