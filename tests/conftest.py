@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,6 +22,13 @@ from .fakes import FakeEngine
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SPEECH_DIR = pathlib.Path(os.environ.get("TRANSCRIBER_SPEECH_DIR", REPO.parent / "shared" / "speech"))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, for a server started as a separate process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class ServerThread:

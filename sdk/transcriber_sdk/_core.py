@@ -117,13 +117,15 @@ def read_pcm16(path: str) -> tuple[bytes, int]:
     return mono.tobytes(), int(rate)
 
 
-def chunked(pcm: bytes, sample_rate: int, chunk_s: float = CHUNK_S, realtime: bool = False) -> Iterator[bytes]:
-    """Splits PCM16 into frames; with `realtime`, yields them no faster than a microphone would."""
+def chunked(pcm: bytes, sample_rate: int, chunk_s: float = CHUNK_S, realtime: bool = False,
+            speed: float = 1.0) -> Iterator[bytes]:
+    """Splits PCM16 into frames; with `realtime`, yields them no faster than a microphone would
+    (`speed` times faster than that, for tests and demos that need pacing but not the full wait)."""
     size = max(2, int(sample_rate * chunk_s) * 2)
     started = time.monotonic()
     for index, offset in enumerate(range(0, len(pcm), size)):
         if realtime:
-            delay = started + index * chunk_s - time.monotonic()
+            delay = started + index * chunk_s / speed - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         yield pcm[offset: offset + size]

@@ -7,7 +7,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import yaml
 
 from transcriber_sdk import Client, chunked, read_pcm16
 
-from ..conftest import REPO
+from ..conftest import REPO, free_port
 
 GCLOUD = shutil.which("gcloud")
 
@@ -159,12 +158,6 @@ def test_every_printed_gcloud_command_passes_gclouds_argument_parser(tmp_path):
             f"{' '.join(command)}\n{result.stderr}"
     broken = [*commands[2], "--no-such-flag"]
     assert run(GCLOUD, *broken[1:], env=env).returncode == 2, "the check above can fail"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from transcriber_sdk import Client, EndpointUnavailableError, InvalidRequestErro
 from transcriber_server.engine import DecodeOptions, WhisperEngine
 from transcriber_server.settings import ServerSettings
 
-from ..conftest import ServerThread
+from ..conftest import ServerThread, free_port
 
 pytestmark = pytest.mark.slow
 normalize = EnglishTextNormalizer()
@@ -42,19 +41,9 @@ def server(engine: WhisperEngine) -> Iterator[ServerThread]:
     thread.stop()
 
 
-def paced(pcm: bytes, rate: int, speed: float) -> Iterator[bytes]:
-    """100 ms chunks at `speed` times real time (tests run faster than real time, but not all at once)."""
-    started = time.monotonic()
-    for index, chunk in enumerate(chunked(pcm, rate)):
-        delay = started + index * 0.1 / speed - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield chunk
-
-
 def stream_text(address: str, pcm: bytes, rate: int, speed: float = 4.0, **options: object) -> str:
     with Client([address]) as client:
-        return " ".join(update.text for update in client.stream(paced(pcm, rate, speed), sample_rate=rate, **options)
+        return " ".join(update.text for update in client.stream(chunked(pcm, rate, realtime=True, speed=speed), sample_rate=rate, **options)
                         if update.is_final)
 
 
@@ -119,12 +108,6 @@ def test_language_must_suit_the_model(server):
                 list(client.stream(iter([pcm]), language=language))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_sigterm_drains_and_exits_in_time(speech):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "transcriber_server", "--port", str(port), "--host", "127.0.0.1",
@@ -137,7 +120,7 @@ def test_sigterm_drains_and_exits_in_time(speech):
             pcm, rate = read_pcm16(speech["ljspeech_LJ023-0051_0058_paragraph"]["path"])
             finals: list[str] = []
             with Client([address]) as client:
-                updates = client.stream(paced(pcm, rate, speed=1.0), language="en")
+                updates = client.stream(chunked(pcm, rate, realtime=True), language="en")
                 for update in updates:
                     if update.is_final:
                         finals.append(update.text)
