@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 
+from .auth import BearerTokenInterceptor
 from .engine import Engine, WhisperEngine
 from .servicer import TranscriberServicer
 from .settings import ServerSettings
@@ -46,7 +47,8 @@ class TranscriberApp:
 
     def __init__(self, settings: ServerSettings, engine: Engine) -> None:
         self.settings = settings
-        self.server = grpc.aio.server(options=grpc_options(settings))
+        interceptors = [BearerTokenInterceptor(settings.auth_token)] if settings.auth_token else []
+        self.server = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         self.servicer = TranscriberServicer(settings, engine)
         self.health = health.aio.HealthServicer()
         pb_grpc.add_TranscriberServicer_to_server(self.servicer, self.server)

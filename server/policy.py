@@ -117,6 +117,13 @@ class StreamPolicy:
         return self._decoded_s
 
     @property
+    def settled_s(self) -> float:
+        """Every word before this point is final and none spans it: a client may resume here."""
+        if not self._tentative and not self._voice.has_speech(self._committed_s, self._decoded_s):
+            return max(self._committed_s, self._decoded_s)
+        return self._committed_s
+
+    @property
     def pending_s(self) -> float:
         """Audio received but not yet decoded."""
         return self.received_s - self._decoded_s

@@ -57,6 +57,8 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                     # aclosing: a client that goes away while we wait at `yield` still stops the session now.
                     async with contextlib.aclosing(session.run(request_iterator)) as responses:
                         async for response in responses:
+                            if response.model:  # the first response, sent on admission: report our load
+                                response.server_status.CopyFrom(self.status())
                             yield response
                 finally:
                     self._sessions.discard(session)
@@ -73,10 +75,20 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                                                  stream_id=stream_id)
             await context.abort(grpc.StatusCode.INTERNAL, message)
 
+    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:
+        return self.status()
+
+    def status(self) -> pb.ServerStatus:
+        return pb.ServerStatus(model=self._engine.model_name, active_streams=self.admission.active,
+                               max_streams=self.admission.max_streams, draining=self.admission.draining)
+
     async def Transcribe(self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext) -> pb.TranscribeResponse:
         try:
             async with self.admission.slot():
-                return await self._transcribe(request)
+                status = self.status()
+                response = await self._transcribe(request)
+                response.server_status.CopyFrom(status)
+                return response
         except TranscriberFault as fault:
             await context.abort(fault.code, str(fault))
         except Exception:

@@ -22,6 +22,7 @@ from .settings import ServerSettings
 from .vad import VoiceActivity, VoiceEvent
 
 log = logging.getLogger(__name__)
+PROGRESS_S = 1.0  # in silence, a response without results tells the client how far it may forget its audio
 
 
 async def read_config(requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> pb.StreamingConfig:
@@ -73,6 +74,7 @@ class StreamSession:
         self._room = asyncio.Event()  # the decoder caught up: the reader may queue more
         self._stopping = False
         self._decodes = 0
+        self._sent_settled_s = 0.0
         self._decode_s = 0.0
 
     def stop(self) -> None:
@@ -110,6 +112,8 @@ class StreamSession:
                 if window is None:
                     if self._policy.done:
                         break
+                    if self._policy.settled_s - self._sent_settled_s >= PROGRESS_S:
+                        yield self._response()  # in long silence: tell the client what it may forget
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
@@ -142,9 +146,11 @@ class StreamSession:
 
     def _response(self, *, results: list[pb.StreamingResult] | None = None,
                   speech_event: pb.SpeechEvent | None = None) -> pb.StreamingTranscribeResponse:
+        self._sent_settled_s = self._policy.settled_s
         return pb.StreamingTranscribeResponse(
             results=results or [], speech_event=speech_event, stream_id=self.stream_id,
-            audio_processed=messages.duration(self._policy.processed_s))
+            audio_processed=messages.duration(self._policy.processed_s),
+            settled_offset=messages.duration(self._sent_settled_s))
 
     async def _read(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> None:
         try:

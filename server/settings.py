@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "TRANSCRIBER_"
@@ -37,6 +37,8 @@ class ServerSettings:
     max_file_bytes: int = 32 << 20  # limit of the unary Transcribe call
     grace_s: float = 8.0  # SIGTERM: in-flight streams get this long (Cloud Run kills at 10 s)
     reflection: bool = True
+    # Set: every call but health needs `authorization: Bearer <token>`. Prefer the env var (flags show in `ps`).
+    auth_token: str = field(default="", repr=False)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -57,19 +59,19 @@ class ServerSettings:
         defaults: dict[str, Any] = {}
         if environ.get("PORT"):
             defaults["port"] = environ["PORT"]
-        for field in fields(cls):
-            name = ENV_PREFIX + field.name.upper()
+        for setting in fields(cls):
+            name = ENV_PREFIX + setting.name.upper()
             if name in environ:
-                defaults[field.name] = environ[name]
+                defaults[setting.name] = environ[name]
         parser = argparse.ArgumentParser(prog="transcriber-server", description="Streaming speech transcription over gRPC.")
-        for field in fields(cls):
-            default = defaults.get(field.name, field.default if field.default is not MISSING else None)
-            flag = "--" + field.name.replace("_", "-")
+        for setting in fields(cls):
+            default = defaults.get(setting.name, setting.default if setting.default is not MISSING else None)
+            flag = "--" + setting.name.replace("_", "-")
             # argparse converts string defaults (from the environment) with `type`, so bad
             # variables get the same clear message as bad flags.
-            kind = {"bool": _parse_bool, "int": int, "float": float}.get(str(field.type), str)
-            parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper(),
-                                help=f"env {ENV_PREFIX}{field.name.upper()}; default {field.default}")
+            kind = {"bool": _parse_bool, "int": int, "float": float}.get(str(setting.type), str)
+            parser.add_argument(flag, type=kind, default=default, metavar=setting.name.upper(),
+                                help=f"env {ENV_PREFIX}{setting.name.upper()}; default {setting.default}")
         args = parser.parse_args(argv)
         try:
             return cls(**vars(args))

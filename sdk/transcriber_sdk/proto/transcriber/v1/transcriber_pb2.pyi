@@ -18,6 +18,22 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerStatus(_message.Message):
+    __slots__ = ("model", "active_streams", "max_streams", "draining")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    active_streams: int
+    max_streams: int
+    draining: bool
+    def __init__(self, model: _Optional[str] = ..., active_streams: _Optional[int] = ..., max_streams: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+
 class StreamingConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "interim_results", "enable_word_time_offsets", "enable_voice_activity_events", "prompt", "hotwords", "stream_id", "model")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
@@ -115,20 +131,24 @@ class SpeechEvent(_message.Message):
     def __init__(self, type: _Optional[_Union[SpeechEvent.Type, str]] = ..., offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StreamingTranscribeResponse(_message.Message):
-    __slots__ = ("results", "speech_event", "error", "stream_id", "audio_processed", "model")
+    __slots__ = ("results", "speech_event", "error", "stream_id", "audio_processed", "model", "server_status", "settled_offset")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     SPEECH_EVENT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIO_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_OFFSET_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[StreamingResult]
     speech_event: SpeechEvent
     error: _status_pb2.Status
     stream_id: str
     audio_processed: _duration_pb2.Duration
     model: str
-    def __init__(self, results: _Optional[_Iterable[_Union[StreamingResult, _Mapping]]] = ..., speech_event: _Optional[_Union[SpeechEvent, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., stream_id: _Optional[str] = ..., audio_processed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    server_status: ServerStatus
+    settled_offset: _duration_pb2.Duration
+    def __init__(self, results: _Optional[_Iterable[_Union[StreamingResult, _Mapping]]] = ..., speech_event: _Optional[_Union[SpeechEvent, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., stream_id: _Optional[str] = ..., audio_processed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., server_status: _Optional[_Union[ServerStatus, _Mapping]] = ..., settled_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class TranscribeRequest(_message.Message):
     __slots__ = ("content", "pcm", "config")
@@ -153,15 +173,17 @@ class Segment(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_offset: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., words: _Optional[_Iterable[_Union[WordInfo, _Mapping]]] = ...) -> None: ...
 
 class TranscribeResponse(_message.Message):
-    __slots__ = ("transcript", "segments", "language_code", "audio_duration", "model")
+    __slots__ = ("transcript", "segments", "language_code", "audio_duration", "model", "server_status")
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_DURATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STATUS_FIELD_NUMBER: _ClassVar[int]
     transcript: str
     segments: _containers.RepeatedCompositeFieldContainer[Segment]
     language_code: str
     audio_duration: _duration_pb2.Duration
     model: str
-    def __init__(self, transcript: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., language_code: _Optional[str] = ..., audio_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    server_status: ServerStatus
+    def __init__(self, transcript: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., language_code: _Optional[str] = ..., audio_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., model: _Optional[str] = ..., server_status: _Optional[_Union[ServerStatus, _Mapping]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class TranscriberStub:
                 request_serializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeRequest.SerializeToString,
                 response_deserializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/transcriber.v1.Transcriber/GetStatus',
+                request_serializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.ServerStatus.FromString,
+                _registered_method=True)
 
 
 class TranscriberServicer:
@@ -73,6 +78,13 @@ class TranscriberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """The server's model and load, for clients that choose between endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TranscriberServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +97,11 @@ def add_TranscriberServicer_to_server(servicer, server):
                     servicer.Transcribe,
                     request_deserializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeRequest.FromString,
                     response_serializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.GetStatusRequest.FromString,
+                    response_serializer=transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.ServerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +158,33 @@ class Transcriber:
             '/transcriber.v1.Transcriber/Transcribe',
             transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeRequest.SerializeToString,
             transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.TranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transcriber.v1.Transcriber/GetStatus',
+            transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.GetStatusRequest.SerializeToString,
+            transcriber__sdk_dot_proto_dot_transcriber_dot_v1_dot_transcriber__pb2.ServerStatus.FromString,
             options,
             channel_credentials,
             insecure,
