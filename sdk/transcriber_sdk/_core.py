@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import soundfile
@@ -14,6 +14,7 @@ from .proto.transcriber.v1 import transcriber_pb2 as pb
 
 CHUNK_S = 0.1  # 100 ms frames: the latency/overhead balance Google and Riva recommend
 MAX_CHUNK_BYTES = 1 << 20  # the server's limit per audio message
+MAX_FILE_BYTES = 32 << 20  # the server's Transcribe limit; larger files are streamed instead
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,13 @@ class StreamOptions:
             prompt=self.prompt, hotwords=self.hotwords, stream_id=self.stream_id)
 
 
-def request_messages(options: StreamOptions, chunks: Iterable[bytes]) -> Iterator[pb.StreamingTranscribeRequest]:
-    """The config first, then one message per non-empty audio chunk."""
+async def request_messages(options: StreamOptions, chunks: AsyncIterable[bytes]) -> AsyncIterator[pb.StreamingTranscribeRequest]:
+    """The config first, then one message per non-empty audio chunk. Must not raise: grpc.aio would
+    only cancel the call."""
     yield pb.StreamingTranscribeRequest(config=options.to_config())
-    for chunk in chunks:
+    async for chunk in chunks:
         if chunk:
-            yield pb.StreamingTranscribeRequest(audio=bytes(chunk))
+            yield pb.StreamingTranscribeRequest(audio=chunk)
 
 
 def check_chunk(chunk: bytes) -> None:
@@ -88,7 +90,7 @@ def to_updates(response: pb.StreamingTranscribeResponse, endpoint: str | None = 
     return [TranscriptUpdate(text=result.transcript, is_final=result.is_final, start_s=seconds(result.start_offset),
                              end_s=seconds(result.end_offset), words=to_words(result.words),
                              stability=result.stability, confidence=result.confidence,
-                             language=result.language_code)
+                             language=result.language_code, endpoint=endpoint or "")
             for result in response.results]
 
 
@@ -105,6 +107,15 @@ def to_transcript(response: pb.TranscribeResponse) -> Transcript:
                                end_s=seconds(segment.end_offset), words=to_words(segment.words))
                        for segment in response.segments),
         language=response.language_code, duration_s=seconds(response.audio_duration), model=response.model)
+
+
+def transcript_of_finals(finals: Sequence[TranscriptUpdate], duration_s: float) -> Transcript:
+    """A whole-file transcript from a stream's final results, one segment each."""
+    segments = tuple(Segment(text=update.text, start_s=update.start_s, end_s=update.end_s, words=update.words)
+                     for update in finals if update.is_final and update.text)
+    language = next((update.language for update in finals if update.is_final and update.language), "")
+    return Transcript(text=" ".join(segment.text for segment in segments), segments=segments, language=language,
+                      duration_s=duration_s)
 
 
 def read_pcm16(path: str) -> tuple[bytes, int]:

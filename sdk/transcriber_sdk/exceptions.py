@@ -83,8 +83,10 @@ def error_for(code: grpc.StatusCode, details: str, endpoint: str | None = None) 
 
 def from_rpc_error(error: grpc.RpcError, endpoint: str | None = None) -> TranscriberError:
     """Translates a failed call; keep the cause with `raise ... from error`."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    # grpc.Call (blocking API) and grpc.aio.AioRpcError both carry code() and details().
+    has_status = isinstance(error, (grpc.Call, grpc.aio.AioRpcError))
+    code = error.code() if has_status else grpc.StatusCode.UNKNOWN  # type: ignore[union-attr]
+    details = error.details() if has_status else str(error)  # type: ignore[union-attr]
     return error_for(code, details or code.name.lower(), endpoint)
 
 

@@ -25,6 +25,7 @@ class TranscriptUpdate:
     stability: float = 1.0
     confidence: float = 0.0
     language: str = ""
+    endpoint: str = ""  # the server that produced it (it changes after a failover)
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,17 @@ class Transcript:
     language: str
     duration_s: float
     model: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """One endpoint as `AsyncClient.endpoint_status` found it."""
+
+    endpoint: str
+    health: str  # SERVING, NOT_SERVING, or UNREACHABLE
+    model: str = ""
+    active_streams: int = 0
+    max_streams: int = 0
+    draining: bool = False
+    latency_ms: float = 0.0  # of the status call
+    error: str = ""

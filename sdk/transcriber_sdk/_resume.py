@@ -1,0 +1,131 @@
+"""What a stream needs to continue on a new call without losing or repeating a word. Pure, no I/O.
+
+`AudioTape` keeps the audio sent since the server's last settled point (bounded: the producer waits
+when it is full). `Continuity` maps each call's results onto the one stream the caller sees: it shifts
+offsets by where the call's audio began and drops words the caller already has as final.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from .models import TranscriptUpdate, Word
+
+PROMPT_CHARS = 200  # final text passed to a new call as context, as the server does within a call
+SEAM_MARGIN_S = 0.5  # a replay starts this much before the settled point: a late word end must not cut the next word
+
+
+class AudioTape:
+    """The stream's audio from `start` (a byte offset in the stream) to `end`."""
+
+    def __init__(self, bytes_per_s: int, keep_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.keep_bytes = int(keep_s * bytes_per_s)
+        self._chunks: deque[tuple[int, bytes]] = deque()  # (offset, bytes)
+        self.start = 0
+        self.end = 0
+        self.closed = False
+
+    @property
+    def has_room(self) -> bool:
+        return self.end - self.start < self.keep_bytes
+
+    def append(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append((self.end, chunk))
+            self.end += len(chunk)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def forget_before(self, offset: int) -> None:
+        """Drops whole chunks that end at or before `offset` (never past `end`)."""
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) <= offset:
+            self._chunks.popleft()
+        self.start = self._chunks[0][0] if self._chunks else self.end
+
+    def read(self, offset: int, max_bytes: int) -> bytes:
+        """Up to `max_bytes` from `offset` on (empty when nothing is there yet).
+
+        Raises:
+            ValueError: that audio was already forgotten.
+        """
+        if offset < self.start:
+            raise ValueError(f"audio at byte {offset} was forgotten (the tape starts at {self.start})")
+        for chunk_offset, chunk in self._chunks:
+            if chunk_offset + len(chunk) > offset:
+                skip = offset - chunk_offset
+                return chunk[skip: skip + max_bytes]
+        return b""
+
+    def offset_of(self, seconds: float) -> int:
+        """The byte offset of a time in the stream, on a sample boundary."""
+        return int(max(seconds, 0.0) * self.bytes_per_s) // 2 * 2
+
+    def __repr__(self) -> str:
+        state = ", closed" if self.closed else ""
+        return f"<AudioTape {(self.end - self.start) / self.bytes_per_s:.1f} s kept of {self.end / self.bytes_per_s:.1f} s{state}>"
+
+
+class Continuity:
+    """Joins the results of successive calls into one stream."""
+
+    def __init__(self) -> None:
+        self.settled_s = 0.0  # stream time before which every word is final and none spans it
+        self.final_end_s = 0.0  # end of the last final word the caller got
+        self._last_final_word = ""
+        self._shift_s = 0.0  # where the current call's audio starts in the stream
+        self.calls = 0
+        self.recent_text = ""  # the end of the final text, to prompt a new call with
+
+    def resume_at(self, tape: AudioTape) -> int:
+        """Starts a new call; returns the byte offset its audio starts from."""
+        offset = max(tape.offset_of(self.settled_s - SEAM_MARGIN_S if self.calls else 0.0), tape.start)
+        self._shift_s = offset / tape.bytes_per_s
+        self.calls += 1
+        return offset
+
+    def settle(self, settled_s: float) -> None:
+        """The server's settled offset in the current call."""
+        self.settled_s = max(self.settled_s, self._shift_s + settled_s)
+
+    def take(self, update: TranscriptUpdate) -> TranscriptUpdate | None:
+        """The update in stream time, without the words the caller already has as final.
+
+        Returns None for a final with nothing new; an interim with nothing new comes back empty,
+        so it still replaces the previous interim.
+        """
+        words = tuple(word_shifted(word, self._shift_s) for word in update.words)
+        if self.calls > 1 and words:
+            words = self._unseen(words)
+            if not words and update.is_final:
+                return None
+            text = " ".join(word.text for word in words)
+            start_s, end_s = (words[0].start_s, words[-1].end_s) if words else (self.final_end_s,) * 2
+        else:
+            text, start_s, end_s = update.text, update.start_s + self._shift_s, update.end_s + self._shift_s
+        if update.is_final and text:
+            self.recent_text = f"{self.recent_text} {text}".strip()[-PROMPT_CHARS:]
+            if words:
+                self.final_end_s = max(self.final_end_s, words[-1].end_s)
+                self._last_final_word = normalized(words[-1].text)
+        return TranscriptUpdate(text=text, is_final=update.is_final, start_s=start_s, end_s=end_s, words=words,
+                                stability=update.stability, confidence=update.confidence, language=update.language,
+                                endpoint=update.endpoint)
+
+    def _unseen(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        """Drops words a replay heard again: those centred before the last final word's end, and a first
+        word that repeats the last final word right at the seam."""
+        kept = [word for word in words if (word.start_s + word.end_s) / 2 > self.final_end_s]
+        if kept and normalized(kept[0].text) == self._last_final_word and kept[0].start_s < self.final_end_s + 0.3:
+            kept = kept[1:]
+        return tuple(kept)
+
+
+def word_shifted(word: Word, seconds: float) -> Word:
+    return Word(text=word.text, start_s=word.start_s + seconds, end_s=word.end_s + seconds, probability=word.probability)
+
+
+def normalized(text: str) -> str:
+    return re.sub(r"[^\w']", "", text.lower())

@@ -1,0 +1,271 @@
+"""One scenario table, run on Client and AsyncClient against loopback servers with the fake engine:
+balancing, refusals, failover mid-stream with replay, drain, rollover, auth and local checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointUnavailableError, InvalidRequestError,
+                             ServerError,
+                             TranscriptUpdate, chunked)
+from transcriber_sdk._core import channel_target
+from transcriber_server.settings import ServerSettings
+
+from ..conftest import ServerThread
+from ..fakes import FakeEngine, word_audio, words_of
+from ..server.test_servicer import open_stream, wait_for
+
+WORDS = [2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0, 4, 5]
+
+
+def collect(kind: str, endpoints: list[str], chunks: object, **settings: object) -> list[TranscriptUpdate]:
+    """Runs one stream to its end with the blocking or the asyncio client."""
+    if kind == "sync":
+        with Client(endpoints, **settings) as client:
+            return list(client.stream(chunks))  # type: ignore[arg-type]
+
+    async def run() -> list[TranscriptUpdate]:
+        async with AsyncClient(endpoints, **settings) as client:
+            return [update async for update in client.stream(chunks)]  # type: ignore[arg-type]
+    return asyncio.run(run())
+
+
+def final_words(updates: list[TranscriptUpdate]) -> list[int]:
+    return words_of(" ".join(update.text for update in updates if update.is_final))
+
+
+def paced(pcm: bytes, speed: float = 8.0, at_chunk: int | None = None,
+          action: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """Audio at `speed` times real time; runs `action` once after `at_chunk` chunks."""
+    for index, chunk in enumerate(chunked(pcm, 16_000, realtime=True, speed=speed)):
+        if index == at_chunk and action is not None:
+            action()
+        yield chunk
+
+
+def moved(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("continuing on another endpoint" in record.getMessage() for record in caplog.records)
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerThread]]:
+    started = [ServerThread(ServerSettings(max_streams=4), FakeEngine()) for _ in range(4)]
+    yield started
+    for server in started:
+        server.stop(0.1)
+
+
+def test_concurrent_streams_are_spread_evenly(kind, servers):
+    addresses = [server.address for server in servers]
+    pcm = word_audio([1, 2, 3, 4])
+    if kind == "sync":
+        with Client(addresses) as client:
+            results: list[list[TranscriptUpdate]] = [[] for _ in range(8)]
+            threads = [threading.Thread(target=lambda slot=slot: slot.extend(client.stream(paced(pcm, speed=2))))
+                       for slot in results]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    else:
+        async def run() -> list[list[TranscriptUpdate]]:
+            async with AsyncClient(addresses) as client:
+                async def one() -> list[TranscriptUpdate]:
+                    return [update async for update in client.stream(paced(pcm, speed=2))]
+                return list(await asyncio.gather(*(one() for _ in range(8))))
+        results = asyncio.run(run())
+    assert all(final_words(updates) == [1, 2, 3, 4] for updates in results)
+    spread = Counter(updates[0].endpoint for updates in results)
+    assert sorted(spread.values()) == [2, 2, 2, 2], spread
+
+
+def test_a_stream_refused_as_busy_goes_elsewhere_with_all_its_audio(kind, caplog):
+    busy = ServerThread(ServerSettings(max_streams=1), FakeEngine())
+    free = ServerThread(ServerSettings(), FakeEngine())
+    stop = threading.Event()
+    channel, held = open_stream(busy.address, stop)  # takes the busy server's only slot
+    try:
+        assert wait_for(lambda: busy.app.servicer.admission.active == 1)
+        for _ in range(12):  # ties go at random: until the busy one was picked first
+            updates = collect(kind, [busy.address, free.address], chunked(word_audio(WORDS), 16_000))
+            assert final_words(updates) == WORDS
+            assert {update.endpoint for update in updates} == {free.address}
+            if moved(caplog):
+                break
+        assert moved(caplog), "the busy endpoint was never tried"
+    finally:
+        stop.set()
+        list(held)
+        channel.close()
+        busy.stop()
+        free.stop()
+
+
+def test_all_endpoints_down_names_each_one_promptly(kind):
+    started = time.monotonic()
+    with pytest.raises(EndpointUnavailableError) as raised:
+        collect(kind, ["127.0.0.1:1", "127.0.0.1:2"], [b"\0" * 3200], timeout_s=30)
+    assert time.monotonic() - started < 5
+    assert "127.0.0.1:1:" in str(raised.value) and "127.0.0.1:2:" in str(raised.value)
+    assert "onnect" in str(raised.value)  # why: the connection was refused
+
+
+@pytest.mark.parametrize("fault", ["killed", "drained"])
+def test_a_stream_whose_endpoint_dies_continues_elsewhere_without_loss_or_repeat(kind, fault, caplog):
+    first = ServerThread(ServerSettings(), FakeEngine())
+    second = ServerThread(ServerSettings(), FakeEngine())
+    by_address = {first.address: first, second.address: second}
+    pcm = word_audio(WORDS, pauses={5: 0.8})  # a pause settles the first words as final
+
+    def end_the_carrier() -> None:
+        carrier = next(server for server in by_address.values() if server.app.servicer.admission.active)
+        if fault == "killed":  # every call cut at once, as when the process dies
+            carrier.call(carrier.app.server.stop(None))
+        else:
+            carrier.begin_stop(0.5)  # SIGTERM: settles what it has, then UNAVAILABLE
+
+    caplog.set_level(logging.WARNING, logger="transcriber_sdk")
+    try:
+        updates = collect(kind, list(by_address), paced(pcm, at_chunk=40, action=end_the_carrier))
+    finally:
+        first.stop(0.1)
+        second.stop(0.1)
+    assert final_words(updates) == WORDS
+    assert len({update.endpoint for update in updates if update.is_final}) == 2, "no failover happened"
+    starts = [update.start_s for update in updates if update.is_final]
+    assert starts == sorted(starts), "offsets go back after the failover"
+    assert moved(caplog)
+
+
+def test_a_long_call_rolls_over_at_a_final_without_loss(kind, fake_server, caplog):
+    caplog.set_level(logging.INFO, logger="transcriber_sdk")
+    pcm = word_audio(WORDS, pauses={3: 0.8, 7: 0.8, 11: 0.8})
+    updates = collect(kind, [fake_server.address], paced(pcm, speed=4), rollover_s=1.0)
+    assert final_words(updates) == WORDS
+    assert sum("moves to a new call" in record.message for record in caplog.records) >= 2
+
+
+def test_an_internal_error_in_band_moves_the_stream_once(kind, caplog):
+    broken = ServerThread(ServerSettings(), FailingEngine())
+    good = ServerThread(ServerSettings(), FakeEngine())
+    try:
+        for _ in range(12):  # until the broken one was picked first
+            updates = collect(kind, [broken.address, good.address], chunked(word_audio(WORDS), 16_000))
+            assert final_words(updates) == WORDS
+            if moved(caplog):
+                break
+        assert moved(caplog), "the broken endpoint was never tried"
+    finally:
+        broken.stop()
+        good.stop()
+
+
+def test_a_token_is_sent_and_a_missing_one_is_refused_without_failover(kind):
+    guarded = ServerThread(replace(ServerSettings(), auth_token="s3cret"), FakeEngine())
+    try:
+        updates = collect(kind, [guarded.address], chunked(word_audio([1, 2]), 16_000), token="s3cret")
+        assert final_words(updates) == [1, 2]
+        with pytest.raises(AuthenticationError, match="missing bearer token"):
+            collect(kind, [guarded.address], chunked(word_audio([1, 2]), 16_000), token="")
+        with pytest.raises(AuthenticationError, match="invalid bearer token"):
+            collect(kind, [guarded.address], chunked(word_audio([1, 2]), 16_000), token="wrong")
+    finally:
+        guarded.stop()
+
+
+def test_an_oversized_chunk_is_refused_before_sending(kind, fake_server):
+    with pytest.raises(InvalidRequestError, match="limit is 1048576"):
+        collect(kind, [fake_server.address], iter([word_audio([1]), b"\0" * (2 << 20)]))
+
+
+def test_the_callers_own_error_comes_through(kind, fake_server):
+    def broken() -> Iterator[bytes]:
+        yield word_audio([1])
+        raise OSError("microphone unplugged")
+
+    with pytest.raises(OSError, match="microphone unplugged"):
+        collect(kind, [fake_server.address], broken())
+
+
+def test_a_caller_that_stops_early_frees_the_server_slot(kind, fake_server):
+    pcm = word_audio(WORDS)
+    if kind == "sync":
+        with Client([fake_server.address]) as client:
+            for _ in client.stream(paced(pcm, speed=2)):
+                break
+    else:
+        async def run() -> None:
+            async with AsyncClient([fake_server.address]) as client:
+                stream = client.stream(paced(pcm, speed=2))
+                async for _ in stream:
+                    break
+                await stream.aclose()
+        asyncio.run(run())
+    assert wait_for(lambda: fake_server.app.servicer.admission.active == 0)
+
+
+def test_files_fail_over_too(kind, tmp_path):
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "words.wav"
+    soundfile.write(path, np.frombuffer(word_audio(WORDS), "<i2"), 16_000)
+    server = ServerThread(ServerSettings(), FakeEngine())
+    try:
+        endpoints = ["127.0.0.1:1", server.address]
+        if kind == "sync":
+            with Client(endpoints) as client:
+                transcript = client.transcribe_file(path)
+        else:
+            async def run():  # type: ignore[no-untyped-def]
+                async with AsyncClient(endpoints) as client:
+                    return await client.transcribe_file(path)
+            transcript = asyncio.run(run())
+    finally:
+        server.stop()
+    assert words_of(transcript.text) == WORDS
+
+
+@pytest.mark.parametrize("endpoint, target", [
+    ("127.0.0.1:8080", ("127.0.0.1:8080", False)),
+    ("https://transcriber-slim-1-abc.a.run.app", ("transcriber-slim-1-abc.a.run.app:443", True)),
+    ("https://host.example:8443/", ("host.example:8443", True)),
+])
+def test_endpoint_forms(endpoint, target):
+    assert channel_target(endpoint) == target
+
+
+def test_other_schemes_are_refused():
+    with pytest.raises(ValueError, match="host:port"):
+        channel_target("http://host:80")
+
+
+class FailingEngine(FakeEngine):
+    """Fails every decode: the server answers INTERNAL (in band)."""
+
+    async def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
+        raise RuntimeError("decoder broke")
+
+
+def test_internal_errors_everywhere_end_the_stream_after_one_move(kind):
+    broken = [ServerThread(ServerSettings(), FailingEngine()) for _ in range(3)]
+    try:
+        with pytest.raises(ServerError, match="internal error"):
+            collect(kind, [server.address for server in broken], chunked(word_audio(WORDS), 16_000))
+        assert sum(server.app.servicer.admission.active for server in broken) == 0
+    finally:
+        for server in broken:
+            server.stop()

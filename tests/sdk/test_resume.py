@@ -1,0 +1,88 @@
+"""AudioTape and Continuity: a stream continued on a new call loses and repeats no word."""
+
+from __future__ import annotations
+
+import pytest
+
+from transcriber_sdk._resume import SEAM_MARGIN_S, AudioTape, Continuity
+from transcriber_sdk.models import TranscriptUpdate, Word
+
+RATE_BYTES = 32_000  # 16 kHz LINEAR16
+
+
+def update(words: list[tuple[str, float, float]], final: bool = True) -> TranscriptUpdate:
+    items = tuple(Word(text, start, end, 0.9) for text, start, end in words)
+    return TranscriptUpdate(text=" ".join(text for text, _, _ in words), is_final=final,
+                            start_s=items[0].start_s, end_s=items[-1].end_s, words=items)
+
+
+def test_tape_reads_from_any_offset_and_forgets_whole_chunks():
+    tape = AudioTape(RATE_BYTES, keep_s=60)
+    for index in range(4):
+        tape.append(bytes([index]) * 100)
+    assert tape.read(150, 1000) == bytes([1]) * 50
+    assert tape.read(400, 1000) == b""
+    tape.forget_before(250)
+    assert tape.start == 200
+    with pytest.raises(ValueError, match="forgotten"):
+        tape.read(100, 10)
+
+
+def test_tape_has_room_until_keep_s_is_held():
+    tape = AudioTape(RATE_BYTES, keep_s=1)
+    tape.append(b"\0" * (RATE_BYTES - 2))
+    assert tape.has_room
+    tape.append(b"\0" * 2)
+    assert not tape.has_room
+    tape.forget_before(RATE_BYTES)
+    assert tape.has_room
+
+
+def test_offsets_are_on_sample_boundaries():
+    assert AudioTape(2 * 44_100, keep_s=60).offset_of(0.5) % 2 == 0
+    assert AudioTape(RATE_BYTES, keep_s=60).offset_of(-1) == 0
+
+
+def test_the_first_call_passes_results_through():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    assert joined.resume_at(tape) == 0
+    result = joined.take(update([("hello", 0.5, 0.9), ("world", 1.0, 1.4)]))
+    assert result.text == "hello world" and result.start_s == 0.5
+
+
+def test_a_resumed_call_is_shifted_and_drops_words_heard_again():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 10)
+    joined.resume_at(tape)
+    joined.take(update([("one", 1.0, 1.4), ("two", 1.5, 2.0)]))
+    joined.settle(2.0)
+    offset = joined.resume_at(tape)
+    assert offset == tape.offset_of(2.0 - SEAM_MARGIN_S)
+    # The new call heard the end of "two" again, then new words; its offsets start at 1.5 s.
+    result = joined.take(update([("two", 0.0, 0.45), ("three", 0.6, 1.0), ("four", 1.1, 1.5)]))
+    assert result.text == "three four"
+    assert result.start_s == pytest.approx(2.1) and result.words[-1].end_s == pytest.approx(3.0)
+    assert joined.recent_text == "one two three four"
+
+
+def test_a_repeated_word_that_straddles_the_seam_is_dropped_once():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 10)
+    joined.resume_at(tape)
+    joined.take(update([("one", 1.0, 1.4), ("two", 1.5, 2.0)]))
+    joined.settle(2.0)
+    joined.resume_at(tape)  # shift 1.5 s
+    result = joined.take(update([("two", 0.2, 0.7), ("two", 0.8, 1.1)]))  # "two" said twice: keep the second
+    assert result.text == "two" and result.start_s == pytest.approx(2.3)
+
+
+def test_an_interim_of_only_old_words_comes_back_empty_and_a_final_not_at_all():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 10)
+    joined.resume_at(tape)
+    joined.take(update([("one", 1.0, 1.4)]))
+    joined.settle(1.4)
+    joined.resume_at(tape)
+    assert joined.take(update([("one", 0.0, 0.5)], final=True)) is None
+    empty = joined.take(update([("one", 0.0, 0.5)], final=False))
+    assert empty is not None and empty.text == "" and not empty.is_final
