@@ -5,5 +5,5 @@ import transcriber_sdk
 
 def test_all_is_exact():
     public = {name for name in vars(transcriber_sdk) if not name.startswith("_")} - {
-        "exceptions", "models", "proto", "settings"}  # submodules, importable but not re-exported names
+        "cli", "exceptions", "formats", "models", "proto", "settings"}  # submodules, importable but not re-exported names
     assert sorted(transcriber_sdk.__all__) == sorted(public)

@@ -226,8 +226,9 @@ class AsyncClient:
     async def _serving(self, endpoint: str) -> bool:
         try:
             reply = await health_pb2_grpc.HealthStub(self._channel(endpoint)).Check(
-                health_pb2.HealthCheckRequest(), timeout=self.settings.probe_timeout_s)
-        except grpc.RpcError:
+                health_pb2.HealthCheckRequest(), timeout=self.settings.probe_timeout_s,
+                metadata=await self._auth.metadata(endpoint))  # Cloud Run's IAM front end checks every call
+        except (grpc.RpcError, TranscriberError):
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ._core import channel_target
+
 ENV_PREFIX = "TRANSCRIBER_"
 DEFAULT_ENDPOINT = "127.0.0.1:8080"
 
@@ -33,6 +35,8 @@ class ClientSettings:
     def __post_init__(self) -> None:
         if not self.endpoints:
             raise ValueError("give at least one endpoint")
+        for endpoint in self.endpoints:
+            channel_target(endpoint)  # a bad form is named now, not at the first call
         if len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError(f"endpoints repeat: {', '.join(self.endpoints)}")
         if self.replay_s < 30:

@@ -300,3 +300,46 @@ def test_back_pressure_on_a_fast_client_followed_by_silence_does_not_stall(fake_
         assert words_of(" ".join(result.transcript for result in finals(responses))) == [1, 2, 3]
     finally:
         server.stop()
+
+
+def test_status_reports_model_and_load_and_the_first_response_carries_it(fake_server):
+    with grpc.insecure_channel(fake_server.address) as channel:
+        status = pb_grpc.TranscriberStub(channel).GetStatus(pb.GetStatusRequest(), timeout=5)
+    assert (status.model, status.active_streams, status.max_streams, status.draining) == \
+        ("fake", 0, fake_server.app.settings.max_streams, False)
+    responses, code, _ = call(fake_server.address, [config(), *audio_requests(word_audio([1, 2]))])
+    assert code == grpc.StatusCode.OK
+    assert responses[0].server_status.active_streams == 1
+    assert not any(response.HasField("server_status") for response in responses[1:])
+
+
+def test_settled_offset_never_decreases_and_moves_on_in_silence(fake_server):
+    pcm = word_audio([1, 2, 3]) + b"\0" * 32_000 * 5  # words, then 5 s of silence
+    responses, code, _ = call(fake_server.address, [config(), *audio_requests(pcm)])
+    settled = [response.settled_offset.ToNanoseconds() / 1e9 for response in responses[1:]]
+    assert code == grpc.StatusCode.OK and settled == sorted(settled)
+    last_word_end = finals(responses)[-1].end_offset.ToNanoseconds() / 1e9
+    assert settled[-1] > last_word_end + 3, "silence after the last word was not reported as settled"
+    assert any(not response.results for response in responses[1:]), "no progress response in silence"
+
+
+def test_a_token_guards_every_call_but_health(settings, fake_engine):
+    from dataclasses import replace
+
+    from ..conftest import ServerThread
+    guarded = ServerThread(replace(settings, auth_token="s3cret"), fake_engine)
+    try:
+        with grpc.insecure_channel(guarded.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.TranscriberStub(channel).GetStatus(pb.GetStatusRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            status = pb_grpc.TranscriberStub(channel).GetStatus(
+                pb.GetStatusRequest(), timeout=5, metadata=(("authorization", "Bearer s3cret"),))
+            assert status.model == "fake"
+        responses, code, details = call(guarded.address, [config(), *audio_requests(word_audio([1]))])
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "missing bearer token" in details
+        assert responses and responses[0].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    finally:
+        guarded.stop()
