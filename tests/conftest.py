@@ -8,10 +8,13 @@ import json
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
+import grpc
 import pytest
 
 from transcriber_server.app import TranscriberApp
@@ -29,6 +32,28 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m transcriber_server` on 127.0.0.1:<free port> (the real model unless flags say otherwise),
+    for tests that must kill -9 or SIGTERM a server."""
+
+    def __init__(self, *flags: str, ready_timeout_s: float = 60) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "transcriber_server", "--host", "127.0.0.1",
+                                         "--port", str(self.port), *flags],
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=ready_timeout_s)
+            except grpc.FutureTimeoutError:
+                self.kill()
+                raise
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
 
 
 class ServerThread:

@@ -14,6 +14,7 @@ from .models import TranscriptUpdate, Word
 
 PROMPT_CHARS = 200  # final text passed to a new call as context, as the server does within a call
 SEAM_MARGIN_S = 0.5  # a replay starts this much before the settled point: a late word end must not cut the next word
+SEAM_TOLERANCE_S = 0.05  # a replayed word ending this close to the last final word's end is that word again
 
 
 class AudioTape:
@@ -115,10 +116,14 @@ class Continuity:
                                 endpoint=update.endpoint)
 
     def _unseen(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
-        """Drops words a replay heard again: those centred before the last final word's end, and a first
-        word that repeats the last final word right at the seam."""
-        kept = [word for word in words if (word.start_s + word.end_s) / 2 > self.final_end_s]
-        if kept and normalized(kept[0].text) == self._last_final_word and kept[0].start_s < self.final_end_s + 0.3:
+        """Drops what a replay heard again: words that end before the last final word did (fragments of
+        the margin), and a first word that repeats the last final word across the seam.
+
+        Whisper starts the first word of a window that begins mid-speech at the window's start, so a
+        word's start or midpoint says little here; its end does.
+        """
+        kept = [word for word in words if word.end_s > self.final_end_s + SEAM_TOLERANCE_S]
+        if kept and normalized(kept[0].text) == self._last_final_word and kept[0].start_s < self.final_end_s:
             kept = kept[1:]
         return tuple(kept)
 

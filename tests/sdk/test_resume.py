@@ -86,3 +86,15 @@ def test_an_interim_of_only_old_words_comes_back_empty_and_a_final_not_at_all():
     assert joined.take(update([("one", 0.0, 0.5)], final=True)) is None
     empty = joined.take(update([("one", 0.0, 0.5)], final=False))
     assert empty is not None and empty.text == "" and not empty.is_final
+
+
+def test_a_new_word_stretched_back_to_the_window_start_is_kept():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 20)
+    joined.resume_at(tape)
+    joined.take(update([("the", 8.7, 8.94), ("furrow", 8.94, 9.32)]))
+    joined.settle(9.32)
+    joined.resume_at(tape)  # from 8.82 s
+    # Measured: the model gave the next word the whole margin, from the window's start.
+    result = joined.take(update([("pla", 0.0, 0.44), ("plowed.", 0.0, 1.0), ("It", 1.24, 1.28)]))
+    assert result.text == "plowed. It"
