@@ -269,3 +269,65 @@ def test_internal_errors_everywhere_end_the_stream_after_one_move(kind):
     finally:
         for server in broken:
             server.stop()
+
+
+def test_a_file_over_the_unary_limit_is_streamed_instead(kind, fake_server, tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile
+
+    from transcriber_sdk import _async_client
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.frombuffer(word_audio(WORDS, pauses={7: 0.8}), "<i2"), 16_000)
+    monkeypatch.setattr(_async_client, "MAX_FILE_BYTES", 1000)
+    if kind == "sync":
+        with Client([fake_server.address]) as client:
+            transcript = client.transcribe_file(path)
+    else:
+        async def run():  # type: ignore[no-untyped-def]
+            async with AsyncClient([fake_server.address]) as client:
+                return await client.transcribe_file(path)
+        transcript = asyncio.run(run())
+    assert words_of(transcript.text) == WORDS
+    assert len(transcript.segments) >= 2 and transcript.duration_s > 7
+
+
+class SlowFileEngine(FakeEngine):
+    """Takes 0.2 s per file, so a batch keeps several calls in flight; counts its files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files = 0
+
+    async def transcribe_file(self, audio, options):  # type: ignore[no-untyped-def]
+        self.files += 1
+        await asyncio.sleep(0.2)
+        return await super().transcribe_file(audio, options)
+
+
+def test_a_batch_of_files_is_spread_evenly(tmp_path):
+    import numpy as np
+    import soundfile
+
+    engines = [SlowFileEngine() for _ in range(4)]
+    servers = [ServerThread(ServerSettings(), engine) for engine in engines]
+    paths = []
+    for index in range(16):
+        paths.append(tmp_path / f"file{index}.wav")
+        soundfile.write(paths[-1], np.frombuffer(word_audio([index % 10]), "<i2"), 16_000)
+
+    async def run() -> list[str]:
+        async with AsyncClient([server.address for server in servers]) as client:
+            jobs = asyncio.Semaphore(8)
+
+            async def one(path) -> str:  # type: ignore[no-untyped-def]
+                async with jobs:
+                    return (await client.transcribe_file(path)).text
+            return list(await asyncio.gather(*(one(path) for path in paths)))
+    try:
+        texts = asyncio.run(run())
+    finally:
+        for server in servers:
+            server.stop()
+    assert [words_of(text) for text in texts] == [[index % 10] for index in range(16)]
+    assert sorted(engine.files for engine in engines) in ([4, 4, 4, 4], [3, 4, 4, 5]), [e.files for e in engines]
