@@ -84,9 +84,11 @@ class CallAuth:
             return (("authorization", f"Bearer {await self._id_token(audience)}"),)
         except Exception as error:  # ImportError, google.auth errors, network errors: all mean "no token"
             if required:
-                raise AuthenticationError(f"could not get a Google ID token for {audience}: {error} "
-                                          "(run `gcloud auth application-default login` or use a service "
-                                          "account)", endpoint=endpoint) from error
+                raise AuthenticationError(
+                    f"could not get a Google ID token for {audience}: {error}. ID tokens need a service account: "
+                    "GOOGLE_APPLICATION_CREDENTIALS=<key file>, running on Google Cloud, or `gcloud auth "
+                    "application-default login --impersonate-service-account <SA>`; or, for an hour, "
+                    "TRANSCRIBER_TOKEN=$(gcloud auth print-identity-token)", endpoint=endpoint) from error
             if audience not in self._warned:
                 self._warned.add(audience)
                 log.warning("no Google ID token for %s (%s); calling without one", audience, error)
