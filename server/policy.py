@@ -105,6 +105,21 @@ class StreamPolicy:
         """The client half-closed: everything left becomes final."""
         self._input_ended = True
 
+    def end_at_pause(self) -> None:
+        """The server is shutting down: ends the input at the last pause, so the settled point falls
+        between words and the words after it reach the next endpoint whole, in the client's replay.
+        Mid-speech with no pause since the last final word, it ends there."""
+        end_s = self.received_s
+        if self._voice.has_speech(end_s - FRAME_S, end_s):
+            pause_s = self._voice.quiet_point(self._committed_s, end_s)
+            end_s = pause_s if pause_s is not None else self._committed_s
+        self._merge_chunks()
+        self._audio = self._audio[: max(round((end_s - self._start_s) * SAMPLE_RATE), 0)]
+        self._received_samples = round(self._start_s * SAMPLE_RATE) + self._audio.size
+        self._settle_points = deque(point for point in self._settle_points if point <= end_s)
+        self._tentative = tuple(word for word in self._tentative if word.start_s < end_s)
+        self._input_ended = True
+
     # -- state ---------------------------------------------------------------------------
 
     @property

@@ -101,7 +101,7 @@ class StreamSession:
                 if self._stopping and not stopped:
                     stopped = True
                     reader.cancel()
-                    self._policy.end_input()
+                    self._policy.end_at_pause()
                 if self._events:
                     if self._config.enable_voice_activity_events:
                         for event in self._events:
@@ -125,8 +125,8 @@ class StreamSession:
                 if results:
                     yield self._response(results=results)
             if stopped:
-                raise Draining(f"server is shutting down; every word up to {self._policy.processed_s:.2f} s was sent "
-                               "as final: send the rest of the audio to another endpoint")
+                raise Draining(f"server is shutting down; every word up to {self._policy.settled_s:.2f} s was sent "
+                               "as final: send the audio after that to another endpoint")
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)

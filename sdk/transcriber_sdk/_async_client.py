@@ -25,7 +25,7 @@ from ._core import (MAX_CHUNK_BYTES, MAX_FILE_BYTES, StreamOptions, channel_targ
                     transcript_of_finals)
 from ._resume import SEAM_MARGIN_S, AudioTape, Continuity
 from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, ServerBusyError,
-                         ServerError, TranscriberError, from_rpc_error)
+                         ServerError, StreamCancelledError, TranscriberError, from_rpc_error)
 from .models import EndpointStatus, Transcript, TranscriptUpdate
 from .proto.transcriber.v1 import transcriber_pb2 as pb
 from .proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
@@ -56,6 +56,7 @@ class AsyncClient:
                                   max_eject_s=self.settings.max_eject_s)
         self._auth = CallAuth(self.settings)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
 
     @property
     def endpoints(self) -> list[str]:
@@ -82,7 +83,10 @@ class AsyncClient:
         pump = asyncio.create_task(feed.pump(chunks))
         continuity = Continuity()
         deadline = _deadline(self.settings.timeout_s)
-        refused: dict[str, TranscriberError] = {}  # since the stream was last admitted somewhere
+        # Endpoints that failed this stream since it last made progress: audio that brings servers down must
+        # not go round them for ever.
+        refused: dict[str, TranscriberError] = {}
+        failed_at_s = 0.0
         internal_retry = True  # an INTERNAL status moves the stream once, not in a loop
         try:
             while True:
@@ -102,8 +106,8 @@ class AsyncClient:
                     async for response in call:
                         raise_in_band_error(response, endpoint)
                         if response.HasField("server_status"):  # the first response: admitted here
-                            refused.clear()
                             self._admitted(endpoint, response.server_status)
+                        settled_before_s = continuity.settled_s
                         for update in to_updates(response, endpoint):
                             kept = continuity.take(update)
                             if kept is not None:
@@ -111,10 +115,12 @@ class AsyncClient:
                         if response.HasField("settled_offset"):
                             continuity.settle(seconds(response.settled_offset))
                             await feed.forget_before(feed.tape.offset_of(continuity.settled_s - SEAM_MARGIN_S))
+                        if continuity.settled_s > failed_at_s:
+                            refused.clear()
                         feed.raise_error()
-                        if time.monotonic() - opened_at > self.settings.rollover_s and \
-                                any(result.is_final for result in response.results):
-                            rolling_over = True
+                        if continuity.settled_s > settled_before_s and \
+                                time.monotonic() - opened_at > self.settings.rollover_s:
+                            rolling_over = True  # at a settled point: a final, or a pause
                             break
                     feed.raise_error()
                     if not rolling_over:
@@ -134,12 +140,18 @@ class AsyncClient:
                         raise error from failure
                     internal_retry = internal_retry and not in_band_internal
                     refused[endpoint] = error
+                    failed_at_s = continuity.settled_s
                     self._balancer.failed(endpoint, str(error))
                     log.warning("stream left %s (%s); continuing on another endpoint from %.2f s of audio",
                                 endpoint, error, continuity.settled_s)
                 finally:
                     call.cancel()
                     self._balancer.finished(endpoint)
+        except asyncio.CancelledError:
+            if self._closed and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise StreamCancelledError("the client was closed while the stream ran",
+                                           code=grpc.StatusCode.CANCELLED) from None
+            raise
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
@@ -157,7 +169,7 @@ class AsyncClient:
         try:
             content = await asyncio.to_thread(_read_bytes, path)
         except OSError as error:
-            raise InvalidRequestError(f"cannot read {path}: {error}") from error
+            raise InvalidRequestError(f"cannot read {path}: {error}", code=grpc.StatusCode.INVALID_ARGUMENT) from error
         if len(content) > MAX_FILE_BYTES:
             pcm, rate = await asyncio.to_thread(read_pcm16, str(path))
             finals = [update async for update in self.stream(chunked(pcm, rate, chunk_s=1.0), rate, language,
@@ -217,7 +229,8 @@ class AsyncClient:
         out must pass a health check first."""
         while (endpoint := self._balancer.pick(exclude=refused)) is not None:
             if self._balancer.needs_probe(endpoint) and not await self._serving(endpoint):
-                refused[endpoint] = EndpointUnavailableError("health check: not serving", endpoint=endpoint)
+                refused[endpoint] = EndpointUnavailableError("health check: not serving", endpoint=endpoint,
+                                                             code=grpc.StatusCode.UNAVAILABLE)
                 self._balancer.failed(endpoint, "health check: not serving")
                 continue
             return endpoint
@@ -228,7 +241,7 @@ class AsyncClient:
             reply = await health_pb2_grpc.HealthStub(self._channel(endpoint)).Check(
                 health_pb2.HealthCheckRequest(), timeout=self.settings.probe_timeout_s,
                 metadata=await self._auth.metadata(endpoint))  # Cloud Run's IAM front end checks every call
-        except (grpc.RpcError, TranscriberError):
+        except grpc.RpcError:  # an AuthenticationError (no ID token) is not the endpoint's fault: it propagates
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -240,6 +253,8 @@ class AsyncClient:
     # -- channels --------------------------------------------------------------------------
 
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise StreamCancelledError("the client is closed", code=grpc.StatusCode.CANCELLED)
         if endpoint not in self._channels:  # made on first use, inside the running loop
             target, tls = channel_target(endpoint)
             options = channel_options(self.settings)
@@ -251,6 +266,7 @@ class AsyncClient:
         return pb_grpc.TranscriberStub(self._channel(endpoint))
 
     async def aclose(self) -> None:
+        self._closed = True
         channels, self._channels = list(self._channels.values()), {}
         await asyncio.gather(*(channel.close() for channel in channels))
 
@@ -361,10 +377,11 @@ def _remaining(deadline: float | None) -> float | None:
         return None
     left = deadline - time.monotonic()
     if left <= 0:
-        raise DeadlineExceededError("the call's deadline (timeout_s) passed while moving between endpoints")
+        raise DeadlineExceededError("the call's deadline (timeout_s) passed while moving between endpoints",
+                                    code=grpc.StatusCode.DEADLINE_EXCEEDED)
     return left
 
 
 def _no_endpoint(what: str, refused: dict[str, TranscriberError]) -> EndpointUnavailableError:
     reasons = "; ".join(f"{endpoint}: {error.details}" for endpoint, error in refused.items())
-    return EndpointUnavailableError(f"no endpoint could take the {what}: {reasons}")
+    return EndpointUnavailableError(f"no endpoint could take the {what}: {reasons}", code=grpc.StatusCode.UNAVAILABLE)

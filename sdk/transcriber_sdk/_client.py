@@ -4,18 +4,34 @@ APIs share one driver and behave the same."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import queue
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import grpc
+
 from ._async_client import AsyncClient
+from .exceptions import StreamCancelledError
 from .models import EndpointStatus, Transcript, TranscriptUpdate
 from .settings import ClientSettings
 
 T = TypeVar("T")
 _END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _caller_error(error: BaseException) -> BaseException:
+    """What the caller's thread raises: a cancellation it did not ask for means close() ended the call."""
+    if isinstance(error, asyncio.CancelledError):
+        return StreamCancelledError("the client was closed while the call ran", code=grpc.StatusCode.CANCELLED)
+    return error
 
 
 class Client:
@@ -56,14 +72,17 @@ class Client:
             try:
                 async for update in self._client.stream(chunks, sample_rate, language, **options):
                     updates.put(update)
-            finally:
-                updates.put(_END)
+            except BaseException as error:  # handed to the caller's thread, even a cancellation by close()
+                updates.put(_Failed(error))
+                raise
+            updates.put(_END)
 
         future = asyncio.run_coroutine_threadsafe(drive(), self._loop)
         try:
-            while (update := updates.get()) is not _END:
-                yield update  # type: ignore[misc]
-            future.result()
+            while (item := updates.get()) is not _END:
+                if isinstance(item, _Failed):
+                    raise _caller_error(item.error)
+                yield item  # type: ignore[misc]
         finally:
             future.cancel()  # the caller stopped early: end the call and free its endpoint slot
 
@@ -79,13 +98,26 @@ class Client:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError as error:  # close() from another thread
+            raise _caller_error(asyncio.CancelledError()) from error
         finally:
             future.cancel()
 
     def close(self) -> None:
-        if self._loop.is_running():
-            self._run(self._client.aclose())
-            self._stop_loop()
+        """Ends every call still running (their callers get StreamCancelledError) and closes the channels."""
+        if self._loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await self._client.aclose()
+            await self._loop.shutdown_asyncgens()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
+        self._stop_loop()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

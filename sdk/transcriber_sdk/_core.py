@@ -6,9 +6,10 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
 import soundfile
 
-from .exceptions import InvalidRequestError, TranscriberError, error_for, from_status_code
+from .exceptions import InvalidRequestError, error_for, from_status_code
 from .models import Segment, Transcript, TranscriptUpdate, Word
 from .proto.transcriber.v1 import transcriber_pb2 as pb
 
@@ -55,7 +56,8 @@ def check_chunk(chunk: bytes) -> None:
     """
     if len(chunk) > MAX_CHUNK_BYTES:
         raise InvalidRequestError(f"audio chunk is {len(chunk)} bytes; the limit is {MAX_CHUNK_BYTES} bytes: "
-                                  "send smaller chunks (100 ms, 3,200 bytes at 16 kHz, is a good size)")
+                                  "send smaller chunks (100 ms, 3,200 bytes at 16 kHz, is a good size)",
+                                  code=grpc.StatusCode.INVALID_ARGUMENT)
 
 
 def channel_target(endpoint: str) -> tuple[str, bool]:
@@ -123,7 +125,8 @@ def read_pcm16(path: str) -> tuple[bytes, int]:
     try:
         samples, rate = soundfile.read(path, dtype="int16", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise TranscriberError(f"cannot read audio file {path}: {error}") from error
+        raise InvalidRequestError(f"cannot read audio file {path}: {error}",
+                                  code=grpc.StatusCode.INVALID_ARGUMENT) from error
     mono = samples.mean(axis=1).astype("<i2") if samples.shape[1] > 1 else samples[:, 0].astype("<i2")
     return mono.tobytes(), int(rate)
 

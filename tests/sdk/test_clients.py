@@ -11,10 +11,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
+import grpc
 import pytest
 
 from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointUnavailableError, InvalidRequestError,
-                             ServerError,
+                             ServerError, StreamCancelledError,
                              TranscriptUpdate, chunked)
 from transcriber_sdk._core import channel_target
 from transcriber_server.settings import ServerSettings
@@ -331,3 +332,63 @@ def test_a_batch_of_files_is_spread_evenly(tmp_path):
             server.stop()
     assert [words_of(text) for text in texts] == [[index % 10] for index in range(16)]
     assert sorted(engine.files for engine in engines) in ([4, 4, 4, 4], [3, 4, 4, 5]), [e.files for e in engines]
+
+
+class CrashingEngine(FakeEngine):
+    """Every decode fails as if the server were going away: UNAVAILABLE after admission, on any endpoint."""
+
+    async def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
+        from transcriber_server.errors import Draining
+        raise Draining("decoder lost its GPU")
+
+
+def test_audio_that_fails_every_endpoint_does_not_go_round_for_ever(kind):
+    servers = [ServerThread(ServerSettings(), CrashingEngine()) for _ in range(2)]
+    try:
+        started = time.monotonic()
+        with pytest.raises(EndpointUnavailableError, match="no endpoint could take the stream") as raised:
+            collect(kind, [server.address for server in servers], chunked(word_audio(WORDS), 16_000))
+        assert time.monotonic() - started < 5
+        assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_closing_the_client_under_an_open_stream_raises_a_typed_error(kind, fake_server):
+    pcm = word_audio(WORDS * 4)
+    if kind == "sync":
+        client = Client([fake_server.address])
+        errors: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                list(client.stream(paced(pcm, speed=1)))
+            except BaseException as error:  # noqa: B036 - the test inspects whatever came out
+                errors.append(error)
+
+        worker = threading.Thread(target=consume)
+        worker.start()
+        assert wait_for(lambda: fake_server.app.servicer.admission.active == 1)
+        client.close()
+        worker.join(10)
+        assert not worker.is_alive() and len(errors) == 1 and isinstance(errors[0], StreamCancelledError), errors
+    else:
+        async def run() -> BaseException:
+            client = AsyncClient([fake_server.address])
+
+            async def consume() -> None:
+                async for _ in client.stream(paced(pcm, speed=1)):
+                    pass
+            task = asyncio.ensure_future(consume())
+            while fake_server.app.servicer.admission.active == 0:
+                await asyncio.sleep(0.02)
+            await client.aclose()
+            try:
+                await task
+            except BaseException as error:  # noqa: B036
+                return error
+            raise AssertionError("the stream went on after aclose()")
+        error = asyncio.run(run())
+        assert isinstance(error, StreamCancelledError) and error.code == grpc.StatusCode.CANCELLED, repr(error)
+    assert wait_for(lambda: fake_server.app.servicer.admission.active == 0)

@@ -190,3 +190,30 @@ def test_holdback_keeps_agreed_words_at_the_very_end_interim():
     update = stream.commit(stream.next_window(), words(("one", 0.0, 0.3), ("two", 1.05, 1.4), ("three", 1.42, 1.5)))
     assert texts(update.final) == ["one"], "'two' ends within 0.5 s of the audio end: it waits"
     assert texts(update.interim) == ["two", "three"]
+
+
+def test_a_shutdown_settles_at_the_last_pause_not_inside_the_word_being_spoken():
+    stream = policy(step_s=0.5)
+    for part in (loud(1.0), quiet(0.3), loud(0.7)):  # "one two", a pause, then a word cut off mid-way
+        stream.add_audio(part)
+    heard = words(("one", 0.0, 0.45), ("two", 0.5, 1.0), ("three", 1.3, 2.0))
+    finals = list(stream.commit(stream.next_window(), heard).final)
+    stream.end_at_pause()
+    while (window := stream.next_window()) is not None:
+        length_s = window.end_s - window.start_s
+        finals += stream.commit(window, [word for word in heard if word.end_s <= length_s]).final
+    assert texts(finals) == ["one", "two"]
+    assert stream.done and 1.0 <= stream.settled_s <= 1.3, stream.settled_s
+
+
+def test_a_shutdown_in_a_pause_settles_everything():
+    stream = policy(step_s=0.5)
+    for part in (loud(1.0), quiet(0.5)):
+        stream.add_audio(part)
+    heard = words(("one", 0.0, 0.45), ("two", 0.5, 1.0))
+    stream.commit(stream.next_window(), heard)
+    stream.end_at_pause()
+    finals: list[Word] = []
+    while (window := stream.next_window()) is not None:
+        finals += stream.commit(window, heard).final
+    assert texts(finals) == ["one", "two"] and stream.done and 1.0 < stream.settled_s <= 1.5

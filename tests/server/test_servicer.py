@@ -256,7 +256,7 @@ def test_health_serving_and_reflection(fake_server):
 
 def test_drain_refuses_new_streams_and_flushes_the_ones_in_flight(fake_server):
     stop = threading.Event()
-    pcm = word_audio(WORDS)
+    pcm = word_audio(WORDS, pauses={len(WORDS) - 1: 0.3})  # the speaker paused: every word can settle
     outcome: dict[str, object] = {}
 
     def in_flight() -> None:
@@ -282,6 +282,37 @@ def test_drain_refuses_new_streams_and_flushes_the_ones_in_flight(fake_server):
     responses, code, details = outcome["in_flight"]  # type: ignore[misc]
     assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
     assert words_of(" ".join(result.transcript for result in finals(responses))) == WORDS
+    assert responses[-2].settled_offset.ToNanoseconds() >= finals(responses)[-1].end_offset.ToNanoseconds()
+
+
+def test_drain_mid_word_settles_at_the_last_pause(fake_server):
+    stop = threading.Event()
+    pcm = word_audio(WORDS, pauses={5: 0.4})
+    cut = len(word_audio(WORDS[:8], pauses={5: 0.4})) + 3200  # 0.1 s into the ninth word
+    outcome: dict[str, object] = {}
+
+    def in_flight() -> None:
+        def requests() -> Iterator[pb.StreamingTranscribeRequest]:
+            yield config()
+            yield from audio_requests(pcm[:cut])
+            stop.wait(30)
+        outcome["in_flight"] = call(fake_server.address, requests())
+
+    worker = threading.Thread(target=in_flight)
+    worker.start()
+    assert wait_for(lambda: fake_server.app.servicer.admission.active == 1)
+    time.sleep(0.5)
+    fake_server.begin_stop(grace_s=3.0).result(10)
+    worker.join(10)
+    stop.set()
+    responses, code, _ = outcome["in_flight"]  # type: ignore[misc]
+    settled_s = responses[-2].settled_offset.ToNanoseconds() / 1e9
+    heard = words_of(" ".join(result.transcript for result in finals(responses)))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert heard == WORDS[:len(heard)] and len(heard) >= 6, "the words before the pause settle"
+    word_start_s = len(word_audio(WORDS[:8], pauses={5: 0.4})) / 32_000
+    assert finals(responses)[-1].end_offset.ToNanoseconds() / 1e9 <= settled_s <= word_start_s, \
+        "the settled point must not fall inside the word being spoken"
 
 
 def test_back_pressure_on_a_fast_client_followed_by_silence_does_not_stall(fake_engine):
