@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -40,10 +41,9 @@ def fetch_google_id_token(audience: str) -> str:
 
 def google_auth_installed() -> bool:
     try:
-        import google.oauth2.id_token  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("google.oauth2.id_token") is not None
+    except ImportError:  # no `google` package at all
         return False
-    return True
 
 
 class CallAuth:

@@ -15,8 +15,7 @@ import grpc
 import pytest
 
 from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointUnavailableError, InvalidRequestError,
-                             ServerError, StreamCancelledError,
-                             TranscriptUpdate, chunked)
+                             ServerError, StreamCancelledError, Transcript, TranscriptUpdate, chunked)
 from transcriber_sdk._core import channel_target
 from transcriber_server.settings import ServerSettings
 
@@ -36,6 +35,18 @@ def collect(kind: str, endpoints: list[str], chunks: object, **settings: object)
     async def run() -> list[TranscriptUpdate]:
         async with AsyncClient(endpoints, **settings) as client:
             return [update async for update in client.stream(chunks)]  # type: ignore[arg-type]
+    return asyncio.run(run())
+
+
+def transcribe(kind: str, endpoints: list[str], path: object) -> Transcript:
+    """Transcribes one file with the blocking or the asyncio client."""
+    if kind == "sync":
+        with Client(endpoints) as client:
+            return client.transcribe_file(path)  # type: ignore[arg-type]
+
+    async def run() -> Transcript:
+        async with AsyncClient(endpoints) as client:
+            return await client.transcribe_file(path)  # type: ignore[arg-type]
     return asyncio.run(run())
 
 
@@ -226,15 +237,7 @@ def test_files_fail_over_too(kind, tmp_path):
     soundfile.write(path, np.frombuffer(word_audio(WORDS), "<i2"), 16_000)
     server = ServerThread(ServerSettings(), FakeEngine())
     try:
-        endpoints = ["127.0.0.1:1", server.address]
-        if kind == "sync":
-            with Client(endpoints) as client:
-                transcript = client.transcribe_file(path)
-        else:
-            async def run():  # type: ignore[no-untyped-def]
-                async with AsyncClient(endpoints) as client:
-                    return await client.transcribe_file(path)
-            transcript = asyncio.run(run())
+        transcript = transcribe(kind, ["127.0.0.1:1", server.address], path)
     finally:
         server.stop()
     assert words_of(transcript.text) == WORDS
@@ -281,14 +284,7 @@ def test_a_file_over_the_unary_limit_is_streamed_instead(kind, fake_server, tmp_
     path = tmp_path / "long.wav"
     soundfile.write(path, np.frombuffer(word_audio(WORDS, pauses={7: 0.8}), "<i2"), 16_000)
     monkeypatch.setattr(_async_client, "MAX_FILE_BYTES", 1000)
-    if kind == "sync":
-        with Client([fake_server.address]) as client:
-            transcript = client.transcribe_file(path)
-    else:
-        async def run():  # type: ignore[no-untyped-def]
-            async with AsyncClient([fake_server.address]) as client:
-                return await client.transcribe_file(path)
-        transcript = asyncio.run(run())
+    transcript = transcribe(kind, [fake_server.address], path)
     assert words_of(transcript.text) == WORDS
     assert len(transcript.segments) >= 2 and transcript.duration_s > 7
 

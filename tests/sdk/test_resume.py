@@ -16,6 +16,17 @@ def update(words: list[tuple[str, float, float]], final: bool = True) -> Transcr
                             start_s=items[0].start_s, end_s=items[-1].end_s, words=items)
 
 
+def resumed(first_call: list[tuple[str, float, float]], settled_s: float) -> tuple[AudioTape, Continuity, int]:
+    """A stream whose first call gave these finals and settled here, moved to a second call; returns the
+    tape, the continuity and the byte offset the second call starts from."""
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 20)
+    joined.resume_at(tape)
+    joined.take(update(first_call))
+    joined.settle(settled_s)
+    return tape, joined, joined.resume_at(tape)
+
+
 def test_tape_reads_from_any_offset_and_forgets_whole_chunks():
     tape = AudioTape(RATE_BYTES, keep_s=60)
     for index in range(4):
@@ -51,12 +62,7 @@ def test_the_first_call_passes_results_through():
 
 
 def test_a_resumed_call_is_shifted_and_drops_words_heard_again():
-    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
-    tape.append(b"\0" * RATE_BYTES * 10)
-    joined.resume_at(tape)
-    joined.take(update([("one", 1.0, 1.4), ("two", 1.5, 2.0)]))
-    joined.settle(2.0)
-    offset = joined.resume_at(tape)
+    tape, joined, offset = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 2.0)
     assert offset == tape.offset_of(2.0 - SEAM_MARGIN_S)
     # The new call heard the end of "two" again, then new words; its offsets start at 1.5 s.
     result = joined.take(update([("two", 0.0, 0.45), ("three", 0.6, 1.0), ("four", 1.1, 1.5)]))
@@ -66,35 +72,20 @@ def test_a_resumed_call_is_shifted_and_drops_words_heard_again():
 
 
 def test_a_repeated_word_that_straddles_the_seam_is_dropped_once():
-    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
-    tape.append(b"\0" * RATE_BYTES * 10)
-    joined.resume_at(tape)
-    joined.take(update([("one", 1.0, 1.4), ("two", 1.5, 2.0)]))
-    joined.settle(2.0)
-    joined.resume_at(tape)  # shift 1.5 s
+    _, joined, _ = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 2.0)  # the second call starts at 1.5 s
     result = joined.take(update([("two", 0.2, 0.7), ("two", 0.8, 1.1)]))  # "two" said twice: keep the second
     assert result.text == "two" and result.start_s == pytest.approx(2.3)
 
 
 def test_an_interim_of_only_old_words_comes_back_empty_and_a_final_not_at_all():
-    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
-    tape.append(b"\0" * RATE_BYTES * 10)
-    joined.resume_at(tape)
-    joined.take(update([("one", 1.0, 1.4)]))
-    joined.settle(1.4)
-    joined.resume_at(tape)
+    _, joined, _ = resumed([("one", 1.0, 1.4)], 1.4)
     assert joined.take(update([("one", 0.0, 0.5)], final=True)) is None
     empty = joined.take(update([("one", 0.0, 0.5)], final=False))
     assert empty is not None and empty.text == "" and not empty.is_final
 
 
 def test_a_new_word_stretched_back_to_the_window_start_is_kept():
-    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
-    tape.append(b"\0" * RATE_BYTES * 20)
-    joined.resume_at(tape)
-    joined.take(update([("the", 8.7, 8.94), ("furrow", 8.94, 9.32)]))
-    joined.settle(9.32)
-    joined.resume_at(tape)  # from 8.82 s
+    _, joined, _ = resumed([("the", 8.7, 8.94), ("furrow", 8.94, 9.32)], 9.32)  # the second call starts at 8.82 s
     # Measured: the model gave the next word the whole margin, from the window's start.
     result = joined.take(update([("pla", 0.0, 0.44), ("plowed.", 0.0, 1.0), ("It", 1.24, 1.28)]))
     assert result.text == "plowed. It"
