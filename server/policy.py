@@ -84,6 +84,7 @@ class StreamPolicy:
         self._tentative: tuple[Word, ...] = ()
         self._settle_points: deque[float] = deque()  # pauses and FINALIZE requests, in stream time
         self._input_ended = False
+        self._has_decoded = False
 
     # -- input ---------------------------------------------------------------------------
 
@@ -191,6 +192,11 @@ class StreamPolicy:
         if self._input_ended:
             return (self.received_s, True) if self.pending_s > 0 or self._tentative else (None, False)
         if self.pending_s >= self._options.step_s:
+            if not self._has_decoded and self.pending_s >= 2 * self._options.step_s:
+                # A call that starts with a backlog (a client resuming a stream elsewhere): the first
+                # hypothesis stops a step short, so the next decode, at once, can agree with it and
+                # settle the backlog without waiting for new audio.
+                return self.received_s - self._options.step_s, False
             return self.received_s, False
         return None, False
 
@@ -229,6 +235,7 @@ class StreamPolicy:
                     agreed -= 1
                 final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
+            self._has_decoded = True
         if final:
             self._recent.extend(final)
             self._committed_s = max(self._committed_s, final[-1].end_s)

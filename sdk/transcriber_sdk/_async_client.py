@@ -131,8 +131,14 @@ class AsyncClient:
                     if failure is feed.error:
                         raise
                     error = from_rpc_error(failure, endpoint) if isinstance(failure, grpc.RpcError) else failure
-                    # Our server's INTERNAL (in band) may be this endpoint's trouble: move once. A bare
-                    # INTERNAL from somewhere on the way says nothing about the endpoint: never move on it.
+                    if isinstance(failure, grpc.RpcError) and error.code == grpc.StatusCode.INTERNAL and \
+                            not await self._serving(endpoint):
+                        # A bare INTERNAL ("Internal error from Core") is also what grpc.aio reports when the
+                        # connection dies while we write (grpc/grpc#36066): alone it proves nothing, but
+                        # with a failed health check it is an endpoint that went away.
+                        error = EndpointUnavailableError(f"{error.details}; the endpoint no longer passes its health "
+                                                         "check", code=grpc.StatusCode.UNAVAILABLE, endpoint=endpoint)
+                    # Our server's INTERNAL (in band) may be this endpoint's trouble: move once.
                     in_band_internal = isinstance(failure, ServerError) and error.code == grpc.StatusCode.INTERNAL
                     if not (isinstance(error, MOVE_ON) or (in_band_internal and internal_retry)):
                         if error is failure:

@@ -13,10 +13,13 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointUnavailableError, InvalidRequestError,
                              ServerError, StreamCancelledError, Transcript, TranscriptUpdate, chunked)
 from transcriber_sdk._core import channel_target
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
+from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 from transcriber_server.settings import ServerSettings
 
 from ..conftest import ServerThread
@@ -388,3 +391,61 @@ def test_closing_the_client_under_an_open_stream_raises_a_typed_error(kind, fake
         error = asyncio.run(run())
         assert isinstance(error, StreamCancelledError) and error.code == grpc.StatusCode.CANCELLED, repr(error)
     assert wait_for(lambda: fake_server.app.servicer.admission.active == 0)
+
+
+class BareInternalServer:
+    """A server that admits a stream, then ends it with INTERNAL and no in-band status (what grpc.aio
+    reports when a connection dies mid-write), its health service answering `health`."""
+
+    class Servicer(pb_grpc.TranscriberServicer):
+        async def StreamingTranscribe(self, request_iterator, context):  # type: ignore[no-untyped-def]
+            await context.read()
+            yield pb.StreamingTranscribeResponse(model="bare", server_status=pb.ServerStatus(max_streams=1))
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+    def __init__(self, health: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.server, port = asyncio.run_coroutine_threadsafe(self._start(health), self.loop).result(10)
+        self.address = f"127.0.0.1:{port}"
+
+    async def _start(self, status: int) -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        pb_grpc.add_TranscriberServicer_to_server(self.Servicer(), server)
+        checker = health.aio.HealthServicer()
+        await checker.set("", status)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.mark.parametrize("health_status, moves", [(health_pb2.HealthCheckResponse.NOT_SERVING, True),
+                                                  (health_pb2.HealthCheckResponse.SERVING, False)])
+def test_a_bare_internal_moves_the_stream_only_when_the_endpoint_fails_its_health_check(kind, health_status, moves,
+                                                                                       caplog):
+    bare = BareInternalServer(health_status)
+    good = ServerThread(ServerSettings(), FakeEngine())
+    try:
+        for _ in range(12):  # until the bare one was picked first
+            try:
+                updates = collect(kind, [bare.address, good.address], chunked(word_audio(WORDS), 16_000))
+            except ServerError as error:
+                assert not moves and "Internal error from Core" in str(error)
+                break
+            assert final_words(updates) == WORDS
+            if moved(caplog):
+                assert moves and "no longer passes its health check" in caplog.text
+                break
+        else:
+            raise AssertionError("the bare endpoint was never tried")
+    finally:
+        bare.stop()
+        good.stop()

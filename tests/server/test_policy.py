@@ -105,8 +105,8 @@ def test_silence_costs_no_decode_and_is_forgotten():
 
 def test_a_pause_settles_sure_interim_words_without_a_new_decode():
     stream = policy(step_s=0.5)
-    stream.add_audio(loud(1.0))
-    stream.commit(stream.next_window(), words(("hi", 0.0, 0.4), ("there", 0.5, 0.95)))
+    stream.add_audio(loud(0.9))
+    stream.commit(stream.next_window(), words(("hi", 0.0, 0.4), ("there", 0.45, 0.85)))
     stream.add_audio(quiet(1.0))  # a pause: the voice tracker reports the end of speech
     window = stream.next_window()
     assert window is not None and window.final and not window.decode
@@ -217,3 +217,17 @@ def test_a_shutdown_in_a_pause_settles_everything():
     while (window := stream.next_window()) is not None:
         finals += stream.commit(window, heard).final
     assert texts(finals) == ["one", "two"] and stream.done and 1.0 < stream.settled_s <= 1.5
+
+
+def test_a_call_that_starts_with_a_backlog_settles_it_without_waiting_for_new_audio():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(3.0))  # a resumed stream: 3 s arrive at once
+    heard = words(("one", 0.0, 0.5), ("two", 0.6, 1.1), ("three", 1.2, 1.7), ("four", 1.8, 2.3), ("five", 2.4, 2.9))
+    first = stream.next_window()
+    assert first.end_s == pytest.approx(2.5, abs=0.01), "the first hypothesis stops a step short"
+    stream.commit(first, [word for word in heard if word.end_s <= 2.5])
+    second = stream.next_window()
+    assert second is not None and second.end_s == pytest.approx(3.0, abs=0.01), "the second decode comes at once"
+    assert texts(stream.commit(second, heard).final) == ["one", "two", "three", "four"]
+    stream.add_audio(loud(1.0))
+    assert stream.next_window().end_s == pytest.approx(4.0, abs=0.01), "later windows reach the end again"
