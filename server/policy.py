@@ -85,6 +85,7 @@ class StreamPolicy:
         self._settle_points: deque[float] = deque()  # pauses and FINALIZE requests, in stream time
         self._input_ended = False
         self._has_decoded = False
+        self._settled_s = 0.0
 
     # -- input ---------------------------------------------------------------------------
 
@@ -134,10 +135,16 @@ class StreamPolicy:
 
     @property
     def settled_s(self) -> float:
-        """Every word before this point is final and none spans it: a client may resume here."""
+        """Where a client may resume the stream on another call: every word before it is final, none spans
+        it, and it lies in a pause where the window has one (a window that starts inside a word makes
+        Whisper skip the next words). Never decreases."""
         if not self._tentative and not self._voice.has_speech(self._committed_s, self._decoded_s):
-            return max(self._committed_s, self._decoded_s)
-        return self._committed_s
+            point = max(self._committed_s, self._decoded_s)
+        else:
+            pause_s = self._voice.quiet_point(self._start_s, self._committed_s)
+            point = pause_s if pause_s is not None else self._committed_s
+        self._settled_s = max(self._settled_s, point)
+        return self._settled_s
 
     @property
     def pending_s(self) -> float:

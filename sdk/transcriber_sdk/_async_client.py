@@ -23,7 +23,7 @@ from ._balancer import Balancer
 from ._core import (MAX_CHUNK_BYTES, MAX_FILE_BYTES, StreamOptions, channel_target, check_chunk, chunked,
                     raise_in_band_error, read_pcm16, request_messages, seconds, to_transcript, to_updates,
                     transcript_of_finals)
-from ._resume import SEAM_MARGIN_S, AudioTape, Continuity
+from ._resume import AudioTape, Continuity
 from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, ServerBusyError,
                          ServerError, StreamCancelledError, TranscriberError, from_rpc_error)
 from .models import EndpointStatus, Transcript, TranscriptUpdate
@@ -114,7 +114,7 @@ class AsyncClient:
                                 yield kept if wanted.word_timestamps else replace(kept, words=())
                         if response.HasField("settled_offset"):
                             continuity.settle(seconds(response.settled_offset))
-                            await feed.forget_before(feed.tape.offset_of(continuity.settled_s - SEAM_MARGIN_S))
+                            await feed.forget_before(feed.tape.offset_of(continuity.settled_s))
                         if continuity.settled_s > failed_at_s:
                             refused.clear()
                         feed.raise_error()

@@ -13,7 +13,6 @@ from collections import deque
 from .models import TranscriptUpdate, Word
 
 PROMPT_CHARS = 200  # final text passed to a new call as context, as the server does within a call
-SEAM_MARGIN_S = 0.5  # a replay starts this much before the settled point: a late word end must not cut the next word
 SEAM_TOLERANCE_S = 0.05  # a replayed word ending this close to the last final word's end is that word again
 
 
@@ -79,11 +78,14 @@ class Continuity:
         self._shift_s = 0.0  # where the current call's audio starts in the stream
         self.calls = 0
         self.recent_text = ""  # the end of the final text, to prompt a new call with
+        self._seam_end_s = 0.0  # the last final word when the current call began: the replay may repeat it
+        self._seam_word = ""
 
     def resume_at(self, tape: AudioTape) -> int:
         """Starts a new call; returns the byte offset its audio starts from."""
-        offset = max(tape.offset_of(self.settled_s - SEAM_MARGIN_S if self.calls else 0.0), tape.start)
+        offset = max(tape.offset_of(self.settled_s if self.calls else 0.0), tape.start)
         self._shift_s = offset / tape.bytes_per_s
+        self._seam_end_s, self._seam_word = self.final_end_s, self._last_final_word
         self.calls += 1
         return offset
 
@@ -116,14 +118,14 @@ class Continuity:
                                 endpoint=update.endpoint)
 
     def _unseen(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
-        """Drops what a replay heard again: words that end before the last final word did (fragments of
-        the margin), and a first word that repeats the last final word across the seam.
+        """Drops what a replay heard again: words that end before the last final word of the previous call
+        did, and a first word that repeats that word with a later end.
 
-        Whisper starts the first word of a window that begins mid-speech at the window's start, so a
-        word's start or midpoint says little here; its end does.
+        Whisper stretches the first word of a window back to the window's start, so a word's start or
+        midpoint says little here; its end does.
         """
-        kept = [word for word in words if word.end_s > self.final_end_s + SEAM_TOLERANCE_S]
-        if kept and normalized(kept[0].text) == self._last_final_word and kept[0].start_s < self.final_end_s:
+        kept = [word for word in words if word.end_s > self._seam_end_s + SEAM_TOLERANCE_S]
+        if kept and normalized(kept[0].text) == self._seam_word and kept[0].start_s < self._seam_end_s:
             kept = kept[1:]
         return tuple(kept)
 

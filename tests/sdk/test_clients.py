@@ -168,7 +168,7 @@ def test_a_stream_whose_endpoint_dies_continues_elsewhere_without_loss_or_repeat
 def test_a_long_call_rolls_over_at_a_final_without_loss(kind, fake_server, caplog):
     caplog.set_level(logging.INFO, logger="transcriber_sdk")
     pcm = word_audio(WORDS, pauses={3: 0.8, 7: 0.8, 11: 0.8})
-    updates = collect(kind, [fake_server.address], paced(pcm, speed=4), rollover_s=1.0)
+    updates = collect(kind, [fake_server.address], paced(pcm, speed=4), rollover_s=0.5)
     assert final_words(updates) == WORDS
     assert sum("moves to a new call" in record.message for record in caplog.records) >= 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transcriber_sdk._resume import SEAM_MARGIN_S, AudioTape, Continuity
+from transcriber_sdk._resume import AudioTape, Continuity
 from transcriber_sdk.models import TranscriptUpdate, Word
 
 RATE_BYTES = 32_000  # 16 kHz LINEAR16
@@ -62,30 +62,37 @@ def test_the_first_call_passes_results_through():
 
 
 def test_a_resumed_call_is_shifted_and_drops_words_heard_again():
-    tape, joined, offset = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 2.0)
-    assert offset == tape.offset_of(2.0 - SEAM_MARGIN_S)
-    # The new call heard the end of "two" again, then new words; its offsets start at 1.5 s.
-    result = joined.take(update([("two", 0.0, 0.45), ("three", 0.6, 1.0), ("four", 1.1, 1.5)]))
+    # The server settled in the pause between "one" and "two" (1.4-1.5 s): the replay starts there.
+    tape, joined, offset = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 1.45)
+    assert offset == tape.offset_of(1.45)
+    result = joined.take(update([("two", 0.05, 0.55), ("three", 0.65, 1.05), ("four", 1.15, 1.55)]))
     assert result.text == "three four"
     assert result.start_s == pytest.approx(2.1) and result.words[-1].end_s == pytest.approx(3.0)
     assert joined.recent_text == "one two three four"
 
 
-def test_a_repeated_word_that_straddles_the_seam_is_dropped_once():
-    _, joined, _ = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 2.0)  # the second call starts at 1.5 s
-    result = joined.take(update([("two", 0.2, 0.7), ("two", 0.8, 1.1)]))  # "two" said twice: keep the second
+def test_the_last_final_word_heard_again_with_a_later_end_is_dropped_once():
+    _, joined, _ = resumed([("one", 1.0, 1.4), ("two", 1.5, 2.0)], 1.45)
+    result = joined.take(update([("two", 0.1, 0.65), ("two", 0.85, 1.15)]))  # "two" said twice: keep the second
     assert result.text == "two" and result.start_s == pytest.approx(2.3)
 
 
 def test_an_interim_of_only_old_words_comes_back_empty_and_a_final_not_at_all():
-    _, joined, _ = resumed([("one", 1.0, 1.4)], 1.4)
-    assert joined.take(update([("one", 0.0, 0.5)], final=True)) is None
-    empty = joined.take(update([("one", 0.0, 0.5)], final=False))
+    _, joined, _ = resumed([("one", 1.0, 1.4)], 0.95)
+    assert joined.take(update([("one", 0.05, 0.45)], final=True)) is None
+    empty = joined.take(update([("one", 0.05, 0.45)], final=False))
     assert empty is not None and empty.text == "" and not empty.is_final
 
 
-def test_a_new_word_stretched_back_to_the_window_start_is_kept():
-    _, joined, _ = resumed([("the", 8.7, 8.94), ("furrow", 8.94, 9.32)], 9.32)  # the second call starts at 8.82 s
-    # Measured: the model gave the next word the whole margin, from the window's start.
-    result = joined.take(update([("pla", 0.0, 0.44), ("plowed.", 0.0, 1.0), ("It", 1.24, 1.28)]))
-    assert result.text == "plowed. It"
+def test_a_resume_at_a_word_end_keeps_the_next_word():
+    _, joined, _ = resumed([("the", 8.7, 8.94), ("furrow", 8.94, 9.32)], 9.32)  # no pause: the word's end
+    result = joined.take(update([("plowed.", 0.0, 0.5), ("It", 0.74, 0.78)]))
+    assert result.text == "plowed. It" and result.start_s == pytest.approx(9.32)
+
+
+def test_only_the_replayed_stretch_is_filtered_not_the_rest_of_the_call():
+    _, joined, _ = resumed([("one", 1.0, 1.4)], 1.45)
+    joined.take(update([("two", 0.05, 0.5)]))  # 1.5-1.95
+    # A zero-length word right at the end of the previous final is still new in this call.
+    result = joined.take(update([("United", 0.5, 0.5), ("States", 0.5, 0.9)]))
+    assert result.text == "United States"
