@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from difflib import SequenceMatcher
 
 from .models import TranscriptUpdate, Word
 
 PROMPT_CHARS = 200  # final text passed to a new call as context, as the server does within a call
-SEAM_TOLERANCE_S = 0.05  # a replayed word ending this close to the last final word's end is that word again
+SEAM_TOLERANCE_S = 0.05  # a word of a new call ending this close to a seam is no new audio
+SEAM_SLACK_S = 1.5  # a new call's timestamps near its start can be off by this much
+REMEMBERED_WORDS = 200  # final words kept to recognise them in a replay (far more than a window holds)
 
 
 class AudioTape:
@@ -74,18 +77,19 @@ class Continuity:
     def __init__(self) -> None:
         self.settled_s = 0.0  # stream time before which every word is final and none spans it
         self.final_end_s = 0.0  # end of the last final word the caller got
-        self._last_final_word = ""
-        self._shift_s = 0.0  # where the current call's audio starts in the stream
         self.calls = 0
         self.recent_text = ""  # the end of the final text, to prompt a new call with
-        self._seam_end_s = 0.0  # the last final word when the current call began: the replay may repeat it
-        self._seam_word = ""
+        self._shift_s = 0.0  # where the current call's audio starts in the stream
+        self._finals: deque[Word] = deque(maxlen=REMEMBERED_WORDS)  # the caller's last final words
+        self._replayed: list[str] = []  # final words in the replayed audio that the new call has not yet repeated
+        self._seam_end_s = 0.0  # the end of the last final word when the current call began
 
     def resume_at(self, tape: AudioTape) -> int:
         """Starts a new call; returns the byte offset its audio starts from."""
         offset = max(tape.offset_of(self.settled_s if self.calls else 0.0), tape.start)
         self._shift_s = offset / tape.bytes_per_s
-        self._seam_end_s, self._seam_word = self.final_end_s, self._last_final_word
+        self._seam_end_s = self.final_end_s
+        self._replayed = [normalized(word.text) for word in self._finals if word.end_s > self._shift_s]
         self.calls += 1
         return offset
 
@@ -101,7 +105,9 @@ class Continuity:
         """
         words = tuple(word_shifted(word, self._shift_s) for word in update.words)
         if self.calls > 1 and words:
-            words = self._unseen(words)
+            words, repeated = self._unseen(words)
+            if update.is_final:
+                self._replayed = self._replayed[repeated:]
             if not words and update.is_final:
                 return None
             text = " ".join(word.text for word in words)
@@ -110,24 +116,32 @@ class Continuity:
             text, start_s, end_s = update.text, update.start_s + self._shift_s, update.end_s + self._shift_s
         if update.is_final and text:
             self.recent_text = f"{self.recent_text} {text}".strip()[-PROMPT_CHARS:]
+            self._finals.extend(words)
             if words:
                 self.final_end_s = max(self.final_end_s, words[-1].end_s)
-                self._last_final_word = normalized(words[-1].text)
         return TranscriptUpdate(text=text, is_final=update.is_final, start_s=start_s, end_s=end_s, words=words,
                                 stability=update.stability, confidence=update.confidence, language=update.language,
                                 endpoint=update.endpoint)
 
-    def _unseen(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
-        """Drops what a replay heard again: words that end before the last final word of the previous call
-        did, and a first word that repeats that word with a later end.
+    def _unseen(self, words: tuple[Word, ...]) -> tuple[tuple[Word, ...], int]:
+        """The words of a new call that the caller does not have yet, and how many of the replayed final
+        words they repeat.
 
-        Whisper stretches the first word of a window back to the window's start, so a word's start or
-        midpoint says little here; its end does.
+        The replay starts in a pause before the last final words, so the new call says them again first.
+        They are found by their text, as the server finds committed words in a re-decoded window:
+        timestamps of a fresh window drift by up to a word. Words that end where the replay starts are
+        echoes of the prompt, not audio.
         """
-        kept = [word for word in words if word.end_s > self._seam_end_s + SEAM_TOLERANCE_S]
-        if kept and normalized(kept[0].text) == self._seam_word and kept[0].start_s < self._seam_end_s:
-            kept = kept[1:]
-        return tuple(kept)
+        kept = [word for word in words if word.end_s > self._shift_s + SEAM_TOLERANCE_S]
+        if not self._replayed:
+            return tuple(kept), 0
+        heard = [normalized(word.text) for word in kept]
+        blocks = [block for block in SequenceMatcher(None, self._replayed, heard, autojunk=False).get_matching_blocks()
+                  if block.size and kept[block.b].start_s < self._seam_end_s + SEAM_SLACK_S]
+        if not blocks:  # nothing heard again by text (misheard, or not yet): fall back on the timestamps
+            return tuple(word for word in kept if word.end_s > self._seam_end_s + SEAM_TOLERANCE_S), 0
+        last = blocks[-1]
+        return tuple(kept[last.b + last.size:]), last.a + last.size
 
 
 def word_shifted(word: Word, seconds: float) -> Word:

@@ -79,9 +79,9 @@ def test_the_last_final_word_heard_again_with_a_later_end_is_dropped_once():
 
 def test_an_interim_of_only_old_words_comes_back_empty_and_a_final_not_at_all():
     _, joined, _ = resumed([("one", 1.0, 1.4)], 0.95)
-    assert joined.take(update([("one", 0.05, 0.45)], final=True)) is None
     empty = joined.take(update([("one", 0.05, 0.45)], final=False))
     assert empty is not None and empty.text == "" and not empty.is_final
+    assert joined.take(update([("one", 0.05, 0.45)], final=True)) is None
 
 
 def test_a_resume_at_a_word_end_keeps_the_next_word():
@@ -96,3 +96,27 @@ def test_only_the_replayed_stretch_is_filtered_not_the_rest_of_the_call():
     # A zero-length word right at the end of the previous final is still new in this call.
     result = joined.take(update([("United", 0.5, 0.5), ("States", 0.5, 0.9)]))
     assert result.text == "United States"
+
+
+def test_replayed_words_are_recognised_by_text_when_their_timestamps_drift():
+    # Measured: the new call put "Confederation" 0.9 s early, ending where the previous call's last final
+    # word ("of") ended; by time alone it looked old and was lost.
+    old = [("because", 34.27, 34.6), ("the", 34.6, 34.8), ("articles", 34.8, 35.5), ("of", 35.5, 35.97)]
+    _, joined, _ = resumed(old, 34.2)
+    heard = [("because", 0.05, 0.3), ("the", 0.3, 0.5), ("articles", 0.5, 0.9), ("of", 0.9, 0.92),
+             ("Confederation", 0.92, 1.78), ("under", 1.78, 2.66)]
+    assert joined.take(update(heard)).text == "Confederation under"
+
+
+def test_replayed_words_split_over_two_finals_are_all_dropped():
+    _, joined, _ = resumed([("it", 5.2, 5.4), ("is", 5.4, 5.6), ("the", 5.6, 5.9), ("american", 5.9, 6.36)], 5.1)
+    assert joined.take(update([("is", 0.0, 0.5), ("the", 0.5, 0.9)])) is None  # "it" not heard again
+    result = joined.take(update([("American", 0.9, 1.1), ("people", 1.1, 1.64)]))
+    assert result.text == "people"
+    assert joined.take(update([("American", 1.7, 2.0)])).text == "American", "later words pass, even repeated"
+
+
+def test_prompt_echoes_at_the_start_of_the_replay_are_dropped():
+    _, joined, _ = resumed([("themselves.", 11.2, 12.16)], 12.16)  # no pause: resumed at the word's end
+    result = joined.take(update([("It", 0.0, 0.0), ("is", 0.0, 0.0), ("who", 0.34, 1.24)]))
+    assert result.text == "who"
