@@ -114,6 +114,7 @@ class StreamSession:
                         break
                     if self._policy.settled_s - self._sent_settled_s >= PROGRESS_S:
                         yield self._response()  # in long silence: tell the client what it may forget
+                        continue  # the input may have ended while the response was sent: look again
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue

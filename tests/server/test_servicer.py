@@ -374,3 +374,11 @@ def test_a_token_guards_every_call_but_health(settings, fake_engine):
         assert responses and responses[0].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
     finally:
         guarded.stop()
+
+
+def test_silence_sent_faster_than_real_time_still_ends_the_stream(fake_server):
+    # Regression: the input ended while a progress response was being sent, and the stream waited for ever.
+    for _ in range(3):
+        responses, code, _ = call(fake_server.address, [config(), *audio_requests(b"\0" * 32_000 * 30, 32_000)],
+                                  timeout_s=10)
+        assert code == grpc.StatusCode.OK and not finals(responses)
