@@ -13,7 +13,6 @@ from difflib import SequenceMatcher
 
 from .models import TranscriptUpdate, Word
 
-PROMPT_CHARS = 200  # final text passed to a new call as context, as the server does within a call
 SEAM_TOLERANCE_S = 0.05  # a word of a new call ending this close to a seam is no new audio
 SEAM_SLACK_S = 1.5  # a new call's timestamps near its start can be off by this much
 REMEMBERED_WORDS = 200  # final words kept to recognise them in a replay (far more than a window holds)
@@ -78,7 +77,6 @@ class Continuity:
         self.settled_s = 0.0  # stream time before which every word is final and none spans it
         self.final_end_s = 0.0  # end of the last final word the caller got
         self.calls = 0
-        self.recent_text = ""  # the end of the final text, to prompt a new call with
         self._shift_s = 0.0  # where the current call's audio starts in the stream
         self._finals: deque[Word] = deque(maxlen=REMEMBERED_WORDS)  # the caller's last final words
         self._replayed: list[str] = []  # final words in the replayed audio that the new call has not yet repeated
@@ -114,11 +112,9 @@ class Continuity:
             start_s, end_s = (words[0].start_s, words[-1].end_s) if words else (self.final_end_s,) * 2
         else:
             text, start_s, end_s = update.text, update.start_s + self._shift_s, update.end_s + self._shift_s
-        if update.is_final and text:
-            self.recent_text = f"{self.recent_text} {text}".strip()[-PROMPT_CHARS:]
+        if update.is_final and words:
             self._finals.extend(words)
-            if words:
-                self.final_end_s = max(self.final_end_s, words[-1].end_s)
+            self.final_end_s = max(self.final_end_s, words[-1].end_s)
         return TranscriptUpdate(text=text, is_final=update.is_final, start_s=start_s, end_s=end_s, words=words,
                                 stability=update.stability, confidence=update.confidence, language=update.language,
                                 endpoint=update.endpoint)

@@ -19,7 +19,7 @@ from ..conftest import ServerProcess
 pytestmark = pytest.mark.slow
 normalize = EnglishTextNormalizer()
 LONG = "ljspeech_LJ023-0051_0058_paragraph"  # 49.5 s
-SPEED = 3.0
+SPEED = 2.0
 FLAGS = ("--cpu-threads", "1", "--grace-s", "6")
 
 
