@@ -26,7 +26,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from transcriber_sdk import AsyncClient, TranscriberError, chunked, read_pcm16
-from transcriber_sdk.cli import show_live
+from transcriber_sdk.cli import TranscriptView
 
 MIC_RATE = 16_000
 CHUNK_S = 0.1
@@ -74,8 +74,12 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         started = time.monotonic()
         try:
             with Live(Text(), console=console, auto_refresh=False, transient=True) as live:
-                async for update in client.stream(audio, rate, language=args.language):
-                    show_live(live, update)
+                view = TranscriptView(live)
+                try:
+                    async for update in client.stream(audio, rate, language=args.language):
+                        view.show(update)
+                finally:
+                    view.flush()
         except TranscriberError as error:
             console.print(f"error: {error}", style="red")
             return 1

@@ -275,8 +275,12 @@ async def stream_command(args: argparse.Namespace) -> int:
     async with AsyncClient(args.endpoints) as client:
         if console.is_terminal:
             with Live(Text(), console=console, auto_refresh=False, transient=True) as live:
-                async for update in client.stream(chunks, rate, language=args.language):
-                    show_live(live, update)
+                view = TranscriptView(live)
+                try:
+                    async for update in client.stream(chunks, rate, language=args.language):
+                        view.show(update)
+                finally:
+                    view.flush()
         else:  # a pipe or a file: final lines only, one per final result
             async for update in client.stream(chunks, rate, language=args.language):
                 if update.is_final and update.text.strip():
@@ -284,14 +288,30 @@ async def stream_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def show_live(live: Live, update: TranscriptUpdate) -> None:
-    """A final line is printed for good above the live area; the interim tail is redrawn in grey."""
-    if update.is_final:
-        live.update(Text(), refresh=True)  # first: a print redraws the live area under it, stale interim and all
-        if update.text.strip():
-            live.console.print(update.text.strip(), markup=False)
-    else:
-        live.update(Text(update.text.strip(), style="grey50"), refresh=True)
+class TranscriptView:
+    """Settled text flows as a paragraph: the line being written and the grey interim tail are redrawn
+    in place, and a line is printed for good at the end of a sentence or when it fills the terminal."""
+
+    def __init__(self, live: Live) -> None:
+        self._live = live
+        self._line = ""
+
+    def show(self, update: TranscriptUpdate) -> None:
+        if update.is_final and update.text.strip():
+            self._line = f"{self._line} {update.text.strip()}".strip()
+            if self._line.endswith((".", "?", "!")) or len(self._line) >= self._live.console.width:
+                self.flush()
+        tail = "" if update.is_final else update.text.strip()
+        view = Text(self._line + (" " if self._line and tail else ""))
+        view.append(tail, style="grey50")
+        self._live.update(view, refresh=True)
+
+    def flush(self) -> None:
+        """Prints the line being written for good (call it at the end, too)."""
+        if self._line:
+            self._live.update(Text(), refresh=True)  # first: a print redraws the live area under it
+            self._live.console.print(self._line, markup=False)
+            self._line = ""
 
 
 # -- endpoints -----------------------------------------------------------------------------------
