@@ -21,12 +21,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 from rich.console import Console
-from rich.live import Live
 from rich.logging import RichHandler
-from rich.text import Text
 
 from transcriber_sdk import AsyncClient, TranscriberError, chunked, read_pcm16
-from transcriber_sdk.cli import TranscriptView
+from transcriber_sdk.cli import show_transcript
 
 MIC_RATE = 16_000
 CHUNK_S = 0.1
@@ -73,13 +71,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]Streaming[/bold] {what} to {', '.join(client.endpoints)}", style="cyan")
         started = time.monotonic()
         try:
-            with Live(Text(), console=console, auto_refresh=False, transient=True) as live:
-                view = TranscriptView(live)
-                try:
-                    async for update in client.stream(audio, rate, language=args.language):
-                        view.show(update)
-                finally:
-                    view.flush()
+            await show_transcript(client.stream(audio, rate, language=args.language), console)
         except TranscriberError as error:
             console.print(f"error: {error}", style="red")
             return 1

@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -274,18 +274,23 @@ async def stream_command(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     async with AsyncClient(args.endpoints) as client:
         if console.is_terminal:
-            with Live(Text(), console=console, auto_refresh=False, transient=True) as live:
-                view = TranscriptView(live)
-                try:
-                    async for update in client.stream(chunks, rate, language=args.language):
-                        view.show(update)
-                finally:
-                    view.flush()
+            await show_transcript(client.stream(chunks, rate, language=args.language), console)
         else:  # a pipe or a file: final lines only, one per final result
             async for update in client.stream(chunks, rate, language=args.language):
                 if update.is_final and update.text.strip():
                     print(update.text.strip(), flush=True)
     return 0
+
+
+async def show_transcript(updates: AsyncIterator[TranscriptUpdate], console: Console) -> None:
+    """Shows a stream's updates as they come (see TranscriptView) until the stream ends."""
+    with Live(Text(), console=console, auto_refresh=False, transient=True) as live:
+        view = TranscriptView(live)
+        try:
+            async for update in updates:
+                view.show(update)
+        finally:
+            view.flush()
 
 
 class TranscriptView:
