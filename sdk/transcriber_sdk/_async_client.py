@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._auth import CallAuth
 from ._balancer import Balancer
 from ._core import (MAX_CHUNK_BYTES, MAX_FILE_BYTES, StreamOptions, channel_target, check_chunk, chunked,
-                    raise_in_band_error, read_pcm16, request_messages, seconds, to_transcript, to_updates,
+                    read_pcm16, request_messages, seconds, to_transcript, to_updates,
                     transcript_of_finals)
 from ._resume import AudioTape, Continuity
 from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, ServerBusyError,
@@ -103,11 +103,11 @@ class AsyncClient:
                 opened_at, rolling_over = time.monotonic(), False
                 try:
                     async for response in call:
-                        raise_in_band_error(response, endpoint)
+                        updates = to_updates(response, endpoint)  # raises the server's in-band error first
                         if response.HasField("server_status"):  # the first response: admitted here
                             self._admitted(endpoint, response.server_status)
                         settled_before_s = continuity.settled_s
-                        for update in to_updates(response, endpoint):
+                        for update in updates:
                             kept = continuity.take(update)
                             if kept is not None:
                                 yield kept if wanted.word_timestamps else replace(kept, words=())
