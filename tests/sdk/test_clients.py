@@ -20,6 +20,7 @@ from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointU
 from transcriber_sdk._core import channel_target
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
+from transcriber_server.errors import Draining
 from transcriber_server.settings import ServerSettings
 
 from ..conftest import ServerThread
@@ -261,10 +262,15 @@ def test_other_schemes_are_refused():
 
 
 class FailingEngine(FakeEngine):
-    """Fails every decode: the server answers INTERNAL (in band)."""
+    """Fails every decode with `error`: a RuntimeError makes the server answer INTERNAL (in band); a
+    Draining, UNAVAILABLE after admission, as if the server were going away."""
+
+    def __init__(self, error: Exception = RuntimeError("decoder broke")) -> None:
+        super().__init__()
+        self.error = error
 
     async def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
-        raise RuntimeError("decoder broke")
+        raise self.error
 
 
 def test_internal_errors_everywhere_end_the_stream_after_one_move(kind):
@@ -333,16 +339,8 @@ def test_a_batch_of_files_is_spread_evenly(tmp_path):
     assert sorted(engine.files for engine in engines) in ([4, 4, 4, 4], [3, 4, 4, 5]), [e.files for e in engines]
 
 
-class CrashingEngine(FakeEngine):
-    """Every decode fails as if the server were going away: UNAVAILABLE after admission, on any endpoint."""
-
-    async def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
-        from transcriber_server.errors import Draining
-        raise Draining("decoder lost its GPU")
-
-
 def test_audio_that_fails_every_endpoint_does_not_go_round_for_ever(kind):
-    servers = [ServerThread(ServerSettings(), CrashingEngine()) for _ in range(2)]
+    servers = [ServerThread(ServerSettings(), FailingEngine(Draining("decoder lost its GPU"))) for _ in range(2)]
     try:
         started = time.monotonic()
         with pytest.raises(EndpointUnavailableError, match="no endpoint could take the stream") as raised:
