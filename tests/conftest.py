@@ -36,14 +36,14 @@ def free_port() -> int:
 
 class ServerProcess:
     """`python -m transcriber_server` on 127.0.0.1:<free port> (the real model unless flags say otherwise),
-    for tests that must kill -9 or SIGTERM a server."""
+    for tests that must kill -9 or SIGTERM a server. `module="tests.fake_server"` runs FakeEngine instead."""
 
-    def __init__(self, *flags: str, ready_timeout_s: float = 60) -> None:
+    def __init__(self, *flags: str, ready_timeout_s: float = 60, module: str = "transcriber_server") -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "transcriber_server", "--host", "127.0.0.1",
+        self.process = subprocess.Popen([sys.executable, "-m", module, "--host", "127.0.0.1",
                                          "--port", str(self.port), *flags],
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         with grpc.insecure_channel(self.address) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=ready_timeout_s)
