@@ -33,13 +33,25 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_file_bytes + (1 << 16)),
         ("grpc.max_send_message_length", 64 << 20),
-        # Accept client keepalive pings every 10 s or slower (the default cuts clients that ping
-        # more often than every 5 minutes), and ping idle clients ourselves to find dead ones.
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        # Accept client keepalive pings every min_ping_interval_s or slower: gRPC's default (5 min) sends
+        # GOAWAY too_many_pings to any client whose keepalive is useful. The C name of this argument is
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; its string is not that name.
+        ("grpc.http2.min_ping_interval_without_data_ms", round(settings.min_ping_interval_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+        # Ping clients ourselves to find dead ones, and keep doing it on connections without data.
+        ("grpc.keepalive_time_ms", round(settings.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the PEM files of the settings, or None for plaintext (behind Cloud Run's TLS)."""
+    if not settings.tls_cert_file:
+        return None
+    with open(settings.tls_key_file, "rb") as key, open(settings.tls_cert_file, "rb") as chain:
+        return grpc.ssl_server_credentials([(key.read(), chain.read())])
 
 
 class TranscriberApp:
@@ -57,7 +69,10 @@ class TranscriberApp:
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
                 self.server)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        address = f"{settings.host}:{settings.port}"
+        credentials = server_credentials(settings)
+        self.port = (self.server.add_secure_port(address, credentials) if credentials
+                     else self.server.add_insecure_port(address))
 
     async def start(self) -> None:
         await self.server.start()

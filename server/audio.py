@@ -37,8 +37,10 @@ def check_format(encoding_name: str, sample_rate_hz: int, channels: int) -> int:
 class PcmDecoder:
     """Turns a stream of LINEAR16 chunks at `sample_rate_hz` into 16 kHz float32 samples."""
 
-    def __init__(self, sample_rate_hz: int, max_chunk_bytes: int) -> None:
-        self._max_chunk_bytes = max_chunk_bytes
+    def __init__(self, sample_rate_hz: int, max_chunk_s: float) -> None:
+        self._rate = sample_rate_hz
+        self._max_chunk_s = max_chunk_s
+        self._max_chunk_bytes = 2 * round(sample_rate_hz * max_chunk_s)
         self._carry = b""
         self._resampler = None if sample_rate_hz == MODEL_RATE else soxr.ResampleStream(
             sample_rate_hz, MODEL_RATE, 1, dtype="float32")
@@ -51,7 +53,8 @@ class PcmDecoder:
         """
         if len(chunk) > self._max_chunk_bytes:
             raise InvalidRequest(
-                f"audio chunk is {len(chunk)} bytes; the limit is {self._max_chunk_bytes} bytes: "
+                f"audio chunk is {len(chunk) / (2 * self._rate):.2f} s ({len(chunk)} bytes); the limit is "
+                f"{self._max_chunk_s:g} s ({self._max_chunk_bytes} bytes at {self._rate} Hz): "
                 "send smaller chunks (100 ms, 3,200 bytes at 16 kHz, is a good size)")
         data = self._carry + chunk
         usable = len(data) - len(data) % 2

@@ -9,10 +9,12 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+from grpc_status import rpc_status
 
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 
 from . import messages
+from .errors import Unauthenticated
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 STREAMING_METHOD = "/transcriber.v1.Transcriber/StreamingTranscribe"
@@ -43,16 +45,16 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 def _denial(handler: grpc.RpcMethodHandler, method: str, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that refuses the call."""
-    code = grpc.StatusCode.UNAUTHENTICATED
+    status = messages.error_status(Unauthenticated(message))
     codecs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
 
     async def refuse(request: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        await context.abort_with_status(rpc_status.to_status(status))
 
     async def refuse_stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
         if method == STREAMING_METHOD:  # our streaming contract: the status in band first (grpc/grpc#36066)
-            yield pb.StreamingTranscribeResponse(error=messages.error_status(code, message))
-        await context.abort(code, message)
+            yield pb.StreamingTranscribeResponse(error=status)
+        await context.abort_with_status(rpc_status.to_status(status))
 
     if handler.response_streaming:
         factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 
 from .engine import FileSegment
+from .errors import ERROR_DOMAIN, TranscriberFault
 from .policy import Update, Word
 from .vad import VoiceEvent, VoiceEventType
 
@@ -57,8 +57,17 @@ def speech_event(event: VoiceEvent) -> pb.SpeechEvent:
     return pb.SpeechEvent(type=kind, offset=duration(event.offset_s))
 
 
-def error_status(code: grpc.StatusCode, message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code.value[0], message=message)
+def error_status(fault: TranscriberFault) -> status_pb2.Status:
+    """The google.rpc.Status of a fault: code, message, ErrorInfo with its reason, RetryInfo if any.
+
+    The same status goes in band and into the call's trailers (grpc-status-details-bin)."""
+    status = status_pb2.Status(code=fault.code.value[0], message=str(fault))
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=fault.reason, domain=ERROR_DOMAIN))
+    if fault.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(round(fault.retry_after_s * 1000))
+        status.details.add().Pack(retry)
+    return status
 
 
 def file_segment(segment: FileSegment) -> pb.Segment:

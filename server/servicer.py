@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc_status import rpc_status
 
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
@@ -20,11 +21,12 @@ from . import messages
 from .admission import Admission
 from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
-from .errors import InvalidRequest, TranscriberFault
+from .errors import ClientNotReading, InvalidRequest, ServerBug, TranscriberFault
 from .session import StreamSession, check_model, config_rate, read_config
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
+IN_BAND_ERROR_WAIT_S = 1.0  # how long the in-band error may wait for the client to read it
 
 
 class TranscriberServicer(pb_grpc.TranscriberServicer):
@@ -44,7 +46,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             session.stop()
 
     async def StreamingTranscribe(self, request_iterator: AsyncIterator[pb.StreamingTranscribeRequest],
-                                  context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamingTranscribeResponse]:
+                                  context: grpc.aio.ServicerContext) -> None:
         stream_id = ""
         try:
             async with self.admission.slot():
@@ -54,26 +56,42 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                 log.info("stream %r opened from %s (%s)", stream_id, context.peer(), self.admission)
                 self._sessions.add(session)
                 try:
-                    # aclosing: a client that goes away while we wait at `yield` still stops the session now.
+                    # aclosing: a client that goes away while we write still stops the session now.
                     async with contextlib.aclosing(session.run(request_iterator)) as responses:
                         async for response in responses:
                             if response.model:  # the first response, sent on admission: report our load
                                 response.server_status.CopyFrom(self.status())
-                            yield response
+                            await self._write(context, response)
                 finally:
                     self._sessions.discard(session)
         except TranscriberFault as fault:
-            yield pb.StreamingTranscribeResponse(error=messages.error_status(fault.code, str(fault)), stream_id=stream_id)
-            await context.abort(fault.code, str(fault))
+            await self._end_stream(context, fault, stream_id)
         except asyncio.CancelledError:
             log.info("stream %r cancelled by the client", stream_id)
             raise
         except Exception:
             log.exception("stream %r from %s failed", stream_id, context.peer())
-            message = "internal error; the server logged it"
-            yield pb.StreamingTranscribeResponse(error=messages.error_status(grpc.StatusCode.INTERNAL, message),
-                                                 stream_id=stream_id)
-            await context.abort(grpc.StatusCode.INTERNAL, message)
+            await self._end_stream(context, ServerBug("internal error; the server logged it"), stream_id)
+
+    async def _write(self, context: grpc.aio.ServicerContext, response: pb.StreamingTranscribeResponse) -> None:
+        """Sends a response, or gives up on a client that has not read one for the stall timeout
+        (gRPC flow control would otherwise hold the stream and its memory for as long as the client lives)."""
+        try:
+            await asyncio.wait_for(context.write(response), self._settings.stall_timeout_s)
+        except TimeoutError:
+            raise ClientNotReading(
+                f"the client has not read a response for {self._settings.stall_timeout_s:g} s (stall timeout): "
+                "read responses while sending audio") from None
+
+    @staticmethod
+    async def _end_stream(context: grpc.aio.ServicerContext, fault: TranscriberFault, stream_id: str) -> None:
+        """Ends the call with the fault's status: in band first (grpc/grpc#36066), then as the call's
+        status with the same details in the trailers."""
+        status = messages.error_status(fault)
+        with contextlib.suppress(TimeoutError):  # a client that does not read still gets the trailers
+            await asyncio.wait_for(context.write(pb.StreamingTranscribeResponse(error=status, stream_id=stream_id)),
+                                   IN_BAND_ERROR_WAIT_S)
+        await context.abort_with_status(rpc_status.to_status(status))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:
         return self.status()
@@ -90,10 +108,11 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                 response.server_status.CopyFrom(status)
                 return response
         except TranscriberFault as fault:
-            await context.abort(fault.code, str(fault))
+            await context.abort_with_status(rpc_status.to_status(messages.error_status(fault)))
         except Exception:
             log.exception("Transcribe from %s failed", context.peer())
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged it")
+            fault = ServerBug("internal error; the server logged it")
+            await context.abort_with_status(rpc_status.to_status(messages.error_status(fault)))
         raise AssertionError("unreachable: abort raises")
 
     async def _transcribe(self, request: pb.TranscribeRequest) -> pb.TranscribeResponse:

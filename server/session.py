@@ -10,13 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 
 from . import messages
 from .audio import PcmDecoder, check_format
 from .engine import DecodeOptions, Engine
-from .errors import Draining, InvalidRequest
+from .errors import Draining, IdleTimeout, InvalidRequest, StreamTooLong, TooManyMessages, TranscriberFault
 from .policy import PolicyOptions, StreamPolicy, Window, Word
 from .settings import ServerSettings
 from .vad import VoiceActivity, VoiceEvent
@@ -64,7 +65,7 @@ class StreamSession:
         self._engine = engine
         self._settings = settings
         self._language = engine.check_language(config.language_code)
-        self._decoder = PcmDecoder(rate, settings.max_chunk_bytes)
+        self._decoder = PcmDecoder(rate, settings.max_chunk_s)
         voice = VoiceActivity(engine.speech_probabilities, settings.vad_threshold, settings.endpoint_silence_s)
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
                                                   trim_window_s=settings.trim_window_s,
@@ -72,14 +73,21 @@ class StreamSession:
         self._events: list[VoiceEvent] = []
         self._wakeup = asyncio.Event()  # new audio, end of input, or a stop
         self._room = asyncio.Event()  # the decoder caught up: the reader may queue more
-        self._stopping = False
+        self._stop: _Stop | None = None
         self._decodes = 0
         self._sent_settled_s = 0.0
         self._decode_s = 0.0
+        self._last_message_at = time.monotonic()
+        self._reader_waits = False  # back-pressure: silence from the client is then our doing, not idling
+        self._message_tokens = settings.max_messages_per_s
+        self._tokens_at = self._last_message_at
 
-    def stop(self) -> None:
-        """Server shutdown: settle what was received, then end the call with UNAVAILABLE."""
-        self._stopping = True
+    def stop(self, fault: type[TranscriberFault] = Draining, why: str = "server is shutting down",
+             advice: str = "send the audio after that to another endpoint", *, everything: bool = False) -> None:
+        """Ends the stream early: settles the words up to the last pause (or all of them with
+        `everything`, when no more audio is coming), sends them, then raises `fault`. The first stop wins."""
+        if self._stop is None:
+            self._stop = _Stop(fault, why, advice, everything)
         self._wakeup.set()
 
     async def run(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> AsyncIterator[pb.StreamingTranscribeResponse]:
@@ -87,9 +95,11 @@ class StreamSession:
 
         Raises:
             InvalidRequest: a later message breaks the contract.
-            Draining: the server stopped the stream (after settling what it had received).
+            TooManyMessages: the client sends messages faster than the limit.
+            Draining, StreamTooLong, IdleTimeout: the stream was stopped (after its words were settled and sent).
         """
         reader = asyncio.create_task(self._read(requests))
+        watchdog = asyncio.create_task(self._watch_limits(reader))
         stopped = False
         try:
             # Admitted: say so at once, so a client knows this endpoint took the stream.
@@ -98,10 +108,13 @@ class StreamSession:
             while True:
                 if reader.done() and not reader.cancelled() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
-                if self._stopping and not stopped:
+                if self._stop is not None and not stopped:
                     stopped = True
                     reader.cancel()
-                    self._policy.end_at_pause()
+                    if self._stop.everything:
+                        self._policy.end_input()
+                    else:
+                        self._policy.end_at_pause()
                 if self._events:
                     if self._config.enable_voice_activity_events:
                         for event in self._events:
@@ -126,11 +139,14 @@ class StreamSession:
                 if results:
                     yield self._response(results=results)
             if stopped:
-                raise Draining(f"server is shutting down; every word up to {self._policy.settled_s:.2f} s was sent "
-                               "as final: send the audio after that to another endpoint")
+                stop = self._stop
+                assert stop is not None
+                raise stop.fault(f"{stop.why}; every word up to {self._policy.settled_s:.2f} s was sent as final: "
+                                 f"{stop.advice}")
         finally:
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            watchdog.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
             log.info("stream %r closed: %.1f s of audio, %d decodes, %.3f s mean decode", self.stream_id,
                      self._policy.received_s, self._decodes, self._decode_s / max(self._decodes, 1))
 
@@ -153,9 +169,45 @@ class StreamSession:
             audio_processed=messages.duration(self._policy.processed_s),
             settled_offset=messages.duration(self._sent_settled_s))
 
+    async def _watch_limits(self, reader: asyncio.Task[None]) -> None:
+        """Stops the stream at its maximum duration, or when the client sent nothing for the idle timeout."""
+        settings = self._settings
+        ends_at = time.monotonic() + settings.max_stream_s
+        while True:
+            now = time.monotonic()
+            if now >= ends_at:
+                minutes = settings.max_stream_s / 60
+                self.stop(StreamTooLong, f"maximum stream duration of {minutes:g} min reached",
+                          "continue with a new stream from there (the SDK does this on its own)")
+                return
+            idle_at = self._last_message_at + settings.idle_timeout_s
+            if reader.done() or self._reader_waits:
+                idle_at = now + settings.idle_timeout_s
+            elif now >= idle_at:
+                self.stop(IdleTimeout, f"no message for {settings.idle_timeout_s:g} s (idle timeout)",
+                          f"send audio at least every {settings.idle_timeout_s:g} s (silence counts), "
+                          "or open a new stream when there is more", everything=True)
+                return
+            await asyncio.sleep(min(idle_at, ends_at) - now)
+
+    def _count_message(self) -> None:
+        """A token bucket: `max_messages_per_s` sustained, as many in a burst.
+
+        Raises:
+            TooManyMessages: the client sends faster than that.
+        """
+        now = time.monotonic()
+        rate = self._settings.max_messages_per_s
+        self._message_tokens = min(rate, self._message_tokens + (now - self._tokens_at) * rate) - 1
+        self._last_message_at = self._tokens_at = now
+        if self._message_tokens < 0:
+            raise TooManyMessages(f"more than {rate:g} messages per second: send fewer, larger audio chunks "
+                                  "(100 ms each is a good size)")
+
     async def _read(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> None:
         try:
             async for request in requests:
+                self._count_message()
                 kind = request.WhichOneof("request")
                 if kind == "audio":
                     self._events.extend(self._policy.add_audio(self._decoder.decode(request.audio)))
@@ -170,8 +222,21 @@ class StreamSession:
                 self._wakeup.set()
                 while self._policy.pending_s > self._settings.max_pending_audio_s:
                     self._room.clear()  # back-pressure: stop reading until the decoder catches up
+                    self._reader_waits = True
                     await self._room.wait()
+                self._reader_waits = False
+                self._last_message_at = time.monotonic()
             self._events.extend(self._policy.add_audio(self._decoder.flush()))
             self._policy.end_input()
         finally:
             self._wakeup.set()
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Why and how a stream ends early."""
+
+    fault: type[TranscriberFault]
+    why: str
+    advice: str
+    everything: bool  # settle all the audio received (none is coming), not only up to the last pause

@@ -32,10 +32,23 @@ class ServerSettings:
     trim_window_s: float = 12.0  # past this, the window is cut in a pause inside committed speech
     endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final
     vad_threshold: float = 0.5
-    max_chunk_bytes: int = 1 << 20
-    max_pending_audio_s: float = 60.0  # audio queued ahead of the decoder before the reader waits
+    # Limits of one stream; breaking one ends it with a status that names the limit.
+    max_chunk_s: float = 1.0  # audio per message (INVALID_ARGUMENT above it)
+    max_messages_per_s: float = 200.0  # sustained, with a burst of as many (RESOURCE_EXHAUSTED above it)
+    idle_timeout_s: float = 15.0  # no message for this long: finals flushed, then OUT_OF_RANGE
+    max_stream_s: float = 58 * 60.0  # wall clock; below Cloud Run's 60 min cap, above the SDK's 55 min rollover
+    stall_timeout_s: float = 30.0  # a response the client does not read for this long: RESOURCE_EXHAUSTED
+    max_pending_audio_s: float = 60.0  # audio queued ahead of the decoder before the reader waits (memory bound)
     max_file_bytes: int = 32 << 20  # limit of the unary Transcribe call
     grace_s: float = 8.0  # SIGTERM: in-flight streams get this long (Cloud Run kills at 10 s)
+    # Keepalive: client pings closer together than min_ping_interval_s get the connection closed
+    # (too_many_pings), so the SDK pings every 20 s; the server pings idle clients to find dead ones.
+    min_ping_interval_s: float = 10.0
+    keepalive_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    # Both set: serve TLS with this PEM certificate chain and key (Cloud Run terminates TLS itself).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     reflection: bool = True
     # Set: every call but health needs `authorization: Bearer <token>`. Prefer the env var (flags show in `ps`).
     auth_token: str = field(default="", repr=False)
@@ -48,6 +61,13 @@ class ServerSettings:
             raise ValueError(f"max_streams must be at least 1 (got {self.max_streams})")
         if not 0 < self.step_s < self.trim_window_s < self.max_window_s <= 30:
             raise ValueError("need 0 < step_s < trim_window_s < max_window_s <= 30 (Whisper sees 30 s at most)")
+        limits = ("max_chunk_s", "max_messages_per_s", "idle_timeout_s", "max_stream_s", "stall_timeout_s",
+                  "min_ping_interval_s", "keepalive_s", "keepalive_timeout_s")
+        for name in limits:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be above 0 (got {getattr(self, name)})")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServerSettings:

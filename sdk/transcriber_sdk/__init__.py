@@ -5,7 +5,7 @@ from ._client import Client
 from ._core import StreamOptions, chunked, read_pcm16
 from .exceptions import (AuthenticationError, DeadlineExceededError, EndpointUnavailableError, InvalidRequestError,
                          OutOfRangeError, ServerBusyError, ServerError, ServiceError, StreamCancelledError,
-                         TranscriberError)
+                         StreamLimitError, TranscriberError)
 from .models import EndpointStatus, Segment, Transcript, TranscriptUpdate, Word
 from .settings import ClientSettings
 
@@ -24,6 +24,7 @@ __all__ = [
     "ServerError",
     "ServiceError",
     "StreamCancelledError",
+    "StreamLimitError",
     "StreamOptions",
     "Transcript",
     "TranscriptUpdate",

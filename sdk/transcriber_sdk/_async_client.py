@@ -20,12 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._auth import CallAuth
 from ._balancer import Balancer
-from ._core import (MAX_CHUNK_BYTES, MAX_FILE_BYTES, StreamOptions, channel_target, check_chunk, chunked,
+from ._core import (MAX_FILE_BYTES, MAX_MESSAGE_S, StreamOptions, channel_target, check_chunk, chunked,
                     read_pcm16, request_messages, seconds, to_transcript, to_updates,
                     transcript_of_finals)
 from ._resume import AudioTape, Continuity
-from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, ServerBusyError,
-                         ServerError, StreamCancelledError, TranscriberError, from_rpc_error)
+from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, OutOfRangeError,
+                         ServerBusyError, ServerError, StreamCancelledError, TranscriberError, from_rpc_error)
 from .models import EndpointStatus, Transcript, TranscriptUpdate
 from .proto.transcriber.v1 import transcriber_pb2 as pb
 from .proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
@@ -34,6 +34,7 @@ from .settings import ClientSettings
 log = logging.getLogger(__name__)
 
 MOVE_ON = (ServerBusyError, EndpointUnavailableError)  # another endpoint may well take the call
+MAX_LIMIT_ENDS = 3  # calls in a row ended at a length limit without progress before the stream gives up
 
 
 class AsyncClient:
@@ -88,6 +89,7 @@ class AsyncClient:
         refused: dict[str, TranscriberError] = {}
         failed_at_s = 0.0
         internal_retry = True  # an INTERNAL status moves the stream once, not in a loop
+        limit_ends = 0  # calls in a row that a length limit ended without progress
         try:
             while True:
                 endpoint = await self._choose(refused)
@@ -116,6 +118,7 @@ class AsyncClient:
                             await feed.forget_before(feed.tape.offset_of(continuity.settled_s))
                         if continuity.settled_s > failed_at_s:
                             refused.clear()
+                            limit_ends = 0
                         feed.raise_error()
                         if continuity.settled_s > settled_before_s and \
                                 time.monotonic() - opened_at > self.settings.rollover_s:
@@ -130,6 +133,15 @@ class AsyncClient:
                     if failure is feed.error:
                         raise
                     error = from_rpc_error(failure, endpoint) if isinstance(failure, grpc.RpcError) else failure
+                    if isinstance(error, OutOfRangeError) and limit_ends < MAX_LIMIT_ENDS:
+                        # The server ended the call at its maximum duration or idle timeout, after sending every
+                        # final up to its settled point: the stream goes on in a new call (any endpoint).
+                        limit_ends += 1
+                        failed_at_s = continuity.settled_s
+                        if error.reason == "IDLE_TIMEOUT" and not await feed.more_audio_after(feed.tape.end):
+                            return  # the caller sent nothing more: every word is already final
+                        log.info("stream continues in a new call (%s)", error)
+                        continue
                     if isinstance(failure, grpc.RpcError) and error.code == grpc.StatusCode.INTERNAL and \
                             not await self._serving(endpoint):
                         # A bare INTERNAL ("Internal error from Core") is also what grpc.aio reports when the
@@ -146,7 +158,7 @@ class AsyncClient:
                     internal_retry = internal_retry and not in_band_internal
                     refused[endpoint] = error
                     failed_at_s = continuity.settled_s
-                    self._balancer.failed(endpoint, str(error))
+                    self._balancer.failed(endpoint, str(error), error.retry_after_s)
                     log.warning("stream left %s (%s); continuing on another endpoint from %.2f s of audio",
                                 endpoint, error, continuity.settled_s)
                 finally:
@@ -195,7 +207,7 @@ class AsyncClient:
                 if not isinstance(error, (*MOVE_ON, ServerError)):
                     raise error from rpc_error
                 refused[endpoint] = error
-                self._balancer.failed(endpoint, str(error))
+                self._balancer.failed(endpoint, str(error), error.retry_after_s)
                 log.warning("%s failed on %s (%s); trying another endpoint", path, endpoint, error)
             else:
                 self._admitted(endpoint, response.server_status)
@@ -263,9 +275,15 @@ class AsyncClient:
         if endpoint not in self._channels:  # made on first use, inside the running loop
             target, tls = channel_target(endpoint)
             options = channel_options(self.settings)
-            self._channels[endpoint] = (grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+            self._channels[endpoint] = (grpc.aio.secure_channel(target, self._tls_credentials(), options=options)
                                         if tls else grpc.aio.insecure_channel(target, options=options))
         return self._channels[endpoint]
+
+    def _tls_credentials(self) -> grpc.ChannelCredentials:
+        if not self.settings.tls_root_certs:
+            return grpc.ssl_channel_credentials()
+        with open(self.settings.tls_root_certs, "rb") as roots:
+            return grpc.ssl_channel_credentials(root_certificates=roots.read())
 
     def _stub(self, endpoint: str) -> pb_grpc.TranscriberStub:
         return pb_grpc.TranscriberStub(self._channel(endpoint))
@@ -289,9 +307,11 @@ def channel_options(settings: ClientSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", MAX_FILE_BYTES + (1 << 16)),
         ("grpc.max_receive_message_length", 64 << 20),
-        # A dead peer is found within keepalive_s + keepalive_timeout_s, not at the deadline.
+        # A dead peer is found within keepalive_s + keepalive_timeout_s, not at the deadline, also while a
+        # stream sends nothing (gRPC otherwise stops pinging after two pings without data).
         ("grpc.keepalive_time_ms", int(settings.keepalive_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.http2.max_pings_without_data", 0),
         # A restarted server is found again within seconds (gRPC's default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 500),
         ("grpc.min_reconnect_backoff_ms", 500),
@@ -334,11 +354,17 @@ class _Feed:
         while True:
             async with self._changed:
                 await self._changed.wait_for(lambda: offset < self.tape.end or self.tape.closed)
-                data = self.tape.read(offset, MAX_CHUNK_BYTES)
+                data = self.tape.read(offset, round(self.tape.bytes_per_s * MAX_MESSAGE_S))
             if not data or self.error is not None:
                 return  # the end (half-close), or the caller's error: the driver raises it
             offset += len(data)
             yield data
+
+    async def more_audio_after(self, offset: int) -> bool:
+        """Waits until the caller adds audio past `offset` (True) or ends the stream without (False)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.tape.end > offset or self.tape.closed)
+            return self.tape.end > offset
 
     async def forget_before(self, offset: int) -> None:
         async with self._changed:

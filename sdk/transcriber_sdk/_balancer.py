@@ -90,10 +90,12 @@ class Balancer:
         state = self._states[endpoint]
         state.failures, state.ejected_until, state.last_error = 0, 0.0, ""
 
-    def failed(self, endpoint: str, reason: str) -> None:
+    def failed(self, endpoint: str, reason: str, retry_after_s: float | None = None) -> None:
+        """Sits the endpoint out: the doubling time out, or longer if the server asked (RetryInfo)."""
         state = self._states[endpoint]
         state.failures += 1
-        state.ejected_until = self._clock() + min(self._eject_s * 2 ** (state.failures - 1), self._max_eject_s)
+        backoff_s = min(self._eject_s * 2 ** (state.failures - 1), self._max_eject_s)
+        state.ejected_until = self._clock() + max(backoff_s, retry_after_s or 0.0)
         state.last_error = reason
 
     def _typical_capacity(self) -> int:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import grpc
 import soundfile
 
-from .exceptions import InvalidRequestError, error_for, from_status_code
+from .exceptions import InvalidRequestError, from_status
 from .models import Segment, Transcript, TranscriptUpdate, Word
 from .proto.transcriber.v1 import transcriber_pb2 as pb
 
 CHUNK_S = 0.1  # 100 ms frames: the latency/overhead balance Google and Riva recommend
-MAX_CHUNK_BYTES = 1 << 20  # the server's limit per audio message
+MAX_CHUNK_BYTES = 1 << 20  # the largest chunk a caller may hand the SDK (it is re-framed for the wire)
+MAX_MESSAGE_S = 1.0  # the server's limit of audio per message
 MAX_FILE_BYTES = 32 << 20  # the server's Transcribe limit; larger files are streamed instead
 
 
@@ -99,7 +100,7 @@ def to_updates(response: pb.StreamingTranscribeResponse, endpoint: str | None = 
 def raise_in_band_error(response: pb.StreamingTranscribeResponse, endpoint: str | None = None) -> None:
     """The server sends its status in band before it aborts: trust it over the call's status."""
     if response.HasField("error"):
-        raise error_for(from_status_code(response.error.code), response.error.message, endpoint)
+        raise from_status(response.error, endpoint)
 
 
 def to_transcript(response: pb.TranscribeResponse) -> Transcript:

@@ -31,6 +31,8 @@ class ClientSettings:
     probe_timeout_s: float = 1.0  # health check before an ejected endpoint gets traffic again
     keepalive_s: float = 20.0  # the server accepts pings every 10 s or slower
     keepalive_timeout_s: float = 10.0
+    # PEM file of the CAs that sign the servers' TLS certificates (https endpoints); empty: the system's roots.
+    tls_root_certs: str = ""
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -43,6 +45,10 @@ class ClientSettings:
             raise ValueError("replay_s must be at least 30 s: a server may hold up to 25 s of unsettled speech")
         if self.rollover_s <= 0 or self.eject_s <= 0 or self.max_eject_s < self.eject_s:
             raise ValueError("need rollover_s > 0 and 0 < eject_s <= max_eject_s")
+        if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
+            raise ValueError("need keepalive_s > 0 and keepalive_timeout_s > 0")
+        if self.tls_root_certs and not os.path.isfile(self.tls_root_certs):
+            raise ValueError(f"tls_root_certs: no such file {self.tls_root_certs!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ClientSettings:

@@ -27,20 +27,24 @@ def test_check_format_defaults_and_limits():
 
 def test_odd_byte_is_carried_into_the_next_chunk():
     pcm = tone(16000)
-    decoder = PcmDecoder(16000, max_chunk_bytes=1 << 20)
+    decoder = PcmDecoder(16000, max_chunk_s=1.0)
     pieces = [decoder.decode(pcm[offset: offset + 333]) for offset in range(0, len(pcm), 333)]
     assert np.array_equal(np.concatenate(pieces), pcm16_to_float32(pcm))
 
 
-def test_chunk_over_the_limit_is_refused():
-    with pytest.raises(InvalidRequest, match="limit is 100 bytes"):
-        PcmDecoder(16000, max_chunk_bytes=100).decode(b"\0" * 102)
+def test_chunk_over_one_second_is_refused_with_its_length_and_the_limit():
+    decoder = PcmDecoder(16000, max_chunk_s=1.0)
+    decoder.decode(b"\0" * 32000)  # exactly 1 s is allowed
+    with pytest.raises(InvalidRequest, match=r"audio chunk is 4.00 s \(128000 bytes\); the limit is 1 s \(32000 bytes at 16000 Hz\)"):
+        decoder.decode(b"\0" * 128000)
+    with pytest.raises(InvalidRequest, match=r"\(96000 bytes at 48000 Hz\)"):
+        PcmDecoder(48000, max_chunk_s=1.0).decode(b"\0" * 96002)
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_streaming_resampling_matches_whole_file_resampling(rate):
     pcm = tone(rate)
-    decoder = PcmDecoder(rate, max_chunk_bytes=1 << 20)
+    decoder = PcmDecoder(rate, max_chunk_s=1.0)
     chunk = rate // 10 * 2 + 1  # odd-sized 100 ms chunks
     streamed = np.concatenate([*(decoder.decode(pcm[o: o + chunk]) for o in range(0, len(pcm), chunk)), decoder.flush()])
     whole = decode_pcm(pcm, rate)
