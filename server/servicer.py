@@ -88,9 +88,11 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         """Ends the call with the fault's status: in band first (grpc/grpc#36066), then as the call's
         status with the same details in the trailers."""
         status = messages.error_status(fault)
-        with contextlib.suppress(TimeoutError):  # a client that does not read still gets the trailers
-            await asyncio.wait_for(context.write(pb.StreamingTranscribeResponse(error=status, stream_id=stream_id)),
-                                   IN_BAND_ERROR_WAIT_S)
+        # After a write timed out, another write would keep the trailers from ever being sent (measured).
+        if not isinstance(fault, ClientNotReading):
+            with contextlib.suppress(TimeoutError):  # a client that does not read still gets the trailers
+                await asyncio.wait_for(
+                    context.write(pb.StreamingTranscribeResponse(error=status, stream_id=stream_id)), IN_BAND_ERROR_WAIT_S)
         await context.abort_with_status(rpc_status.to_status(status))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:
