@@ -16,7 +16,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from transcriber_sdk import (AsyncClient, Client, EndpointUnavailableError, StreamLimitError, TranscriptUpdate,
+from transcriber_sdk import (AsyncClient, Client, StreamLimitError, TranscriptUpdate,
                              chunked)
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
