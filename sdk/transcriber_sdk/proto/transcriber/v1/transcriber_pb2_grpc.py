@@ -65,6 +65,28 @@ class TranscriberServicer:
         whose `error` carries that status, because the asyncio gRPC client can lose
         the real code when the server aborts while the client is still writing
         (grpc/grpc#36066). Clients should trust `error` over the call's status.
+        `error.details` carries a google.rpc.ErrorInfo (domain "transcriber.v1")
+        whose `reason` says what to do, and a google.rpc.RetryInfo where waiting
+        helps; the call's trailers carry the same status:
+        INVALID_REQUEST      INVALID_ARGUMENT    fix the request (message says how)
+        SERVER_AT_CAPACITY   RESOURCE_EXHAUSTED  another endpoint now; this one
+        after RetryInfo (2 s)
+        TOO_MANY_MESSAGES    RESOURCE_EXHAUSTED  client bug: send fewer, larger
+        chunks (limit 200 per second)
+        CLIENT_NOT_READING   RESOURCE_EXHAUSTED  client bug: read responses (the
+        stall timeout is 30 s; no
+        in-band copy: it is not read)
+        MAX_STREAM_DURATION  OUT_OF_RANGE        the stream reached 58 min: the
+        words up to settled_offset are
+        final; continue in a new stream
+        IDLE_TIMEOUT         OUT_OF_RANGE        no message for 15 s: every word
+        received is final
+        DRAINING             UNAVAILABLE         the server is shutting down:
+        continue elsewhere from
+        settled_offset
+        UNAUTHENTICATED      UNAUTHENTICATED     missing or wrong bearer token
+        INTERNAL             INTERNAL            a server bug (it logged it)
+        The limits are server settings; the values above are the defaults.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
