@@ -17,7 +17,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "0.0.0.0"  # nosec B104: a server in a container must listen on every interface
+    # A server in a container must listen on every interface (bandit B104 asks).
+    host: str = "0.0.0.0"  # nosec B104
     port: int = 8080  # $PORT (Cloud Run) wins over this default
     model: str = "tiny.en"  # tiny.en is the embedded model; any faster-whisper name or path works
     device: str = "auto"  # auto | cpu | cuda

@@ -27,7 +27,7 @@ def run(*command: str, **options: object) -> subprocess.CompletedProcess:
 
 
 def tool(name: str) -> str:
-    """A command installed next to this Python (the test extra brings hadolint, yamllint, check-jsonschema)."""
+    """A command installed next to this Python (the test extra brings bandit, hadolint, yamllint, check-jsonschema)."""
     path = os.path.join(os.path.dirname(sys.executable), name)
     return path if os.path.exists(path) else name
 
@@ -45,6 +45,12 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
                 logical.append((keyword.upper(), rest))
             current = ""
     return logical
+
+
+def test_shipped_python_has_no_medium_or_high_bandit_finding():
+    result = run(tool("bandit"), "-q", "-r", "server", "sdk/transcriber_sdk", "scripts", "bench",
+                 "-x", "sdk/transcriber_sdk/proto", "--severity-level", "medium")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_passes_hadolint():
