@@ -112,6 +112,7 @@ class StreamSession:
                     stopped = True
                     reader.cancel()
                     if self._stop.everything:
+                        self._events.extend(self._policy.add_audio(self._decoder.flush()))
                         self._policy.end_input()
                     else:
                         self._policy.end_at_pause()

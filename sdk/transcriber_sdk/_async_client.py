@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._auth import CallAuth
 from ._balancer import Balancer
-from ._core import (MAX_FILE_BYTES, MAX_MESSAGE_S, StreamOptions, channel_target, check_chunk, chunked,
+from ._core import (MAX_FILE_BYTES, MAX_MESSAGE_S, MAX_MESSAGES_PER_S, StreamOptions, channel_target, check_chunk, chunked,
                     read_pcm16, request_messages, seconds, to_transcript, to_updates,
                     transcript_of_finals)
 from ._resume import AudioTape, Continuity
@@ -314,7 +314,9 @@ def channel_options(settings: ClientSettings) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         # A restarted server is found again within seconds (gRPC's default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 500),
-        ("grpc.min_reconnect_backoff_ms", 500),
+        # gRPC also takes this as the connect timeout: under Linux's 1 s SYN retransmit, one lost SYN
+        # would fail the call (found with 5 % packet loss in tests/faults).
+        ("grpc.min_reconnect_backoff_ms", 5_000),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
 
@@ -351,13 +353,18 @@ class _Feed:
             raise self.error
 
     async def chunks_from(self, offset: int) -> AsyncIterator[bytes]:
+        """The tape from `offset` as wire messages: at most 1 s of audio each, and at most
+        MAX_MESSAGES_PER_S of them, so a caller's tiny chunks are merged rather than refused."""
+        sent_at = float("-inf")
         while True:
+            await asyncio.sleep(max(sent_at + 1 / MAX_MESSAGES_PER_S - time.monotonic(), 0.0))
             async with self._changed:
                 await self._changed.wait_for(lambda: offset < self.tape.end or self.tape.closed)
                 data = self.tape.read(offset, round(self.tape.bytes_per_s * MAX_MESSAGE_S))
             if not data or self.error is not None:
                 return  # the end (half-close), or the caller's error: the driver raises it
             offset += len(data)
+            sent_at = time.monotonic()
             yield data
 
     async def more_audio_after(self, offset: int) -> bool:

@@ -16,6 +16,7 @@ from .proto.transcriber.v1 import transcriber_pb2 as pb
 CHUNK_S = 0.1  # 100 ms frames: the latency/overhead balance Google and Riva recommend
 MAX_CHUNK_BYTES = 1 << 20  # the largest chunk a caller may hand the SDK (it is re-framed for the wire)
 MAX_MESSAGE_S = 1.0  # the server's limit of audio per message
+MAX_MESSAGES_PER_S = 100  # half the server's default limit (200): smaller chunks are merged
 MAX_FILE_BYTES = 32 << 20  # the server's Transcribe limit; larger files are streamed instead
 
 

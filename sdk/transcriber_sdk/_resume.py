@@ -48,18 +48,24 @@ class AudioTape:
         self.start = self._chunks[0][0] if self._chunks else self.end
 
     def read(self, offset: int, max_bytes: int) -> bytes:
-        """Up to `max_bytes` from `offset` on (empty when nothing is there yet).
+        """Up to `max_bytes` from `offset` on, across the caller's chunks (empty when nothing is there yet),
+        so a replay or a run of small chunks goes out in few messages.
 
         Raises:
             ValueError: that audio was already forgotten.
         """
         if offset < self.start:
             raise ValueError(f"audio at byte {offset} was forgotten (the tape starts at {self.start})")
+        parts: list[bytes] = []
+        wanted = max_bytes
         for chunk_offset, chunk in self._chunks:
+            if wanted <= 0:
+                break
             if chunk_offset + len(chunk) > offset:
-                skip = offset - chunk_offset
-                return chunk[skip: skip + max_bytes]
-        return b""
+                part = chunk[max(offset - chunk_offset, 0):][:wanted]
+                parts.append(part)
+                wanted -= len(part)
+        return b"".join(parts)
 
     def offset_of(self, seconds: float) -> int:
         """The byte offset of a time in the stream, on a sample boundary."""

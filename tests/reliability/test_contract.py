@@ -216,6 +216,18 @@ def test_too_many_messages_is_the_clients_bug_and_does_not_fail_over(kind_of_cli
         spare.stop()
 
 
+def test_sdk_merges_a_callers_tiny_chunks_to_stay_under_the_message_limit(kind_of_client):
+    strict = server(max_messages_per_s=120)
+
+    def two_ms_chunks() -> Iterator[bytes]:  # 500 chunks a second, paced at 2x real time
+        yield from chunked(word_audio(WORDS), 16_000, chunk_s=0.002, realtime=True, speed=2.0)
+
+    try:
+        assert final_words(kind_of_client([strict.address], two_ms_chunks())) == WORDS
+    finally:
+        strict.stop()
+
+
 def spare_calls(thread: ServerThread) -> int:
     """Streams the server has seen (its engine decoded something, or a session was opened)."""
     return thread.app.servicer._engine.decodes  # type: ignore[attr-defined]

@@ -31,7 +31,8 @@ def test_tape_reads_from_any_offset_and_forgets_whole_chunks():
     tape = AudioTape(RATE_BYTES, keep_s=60)
     for index in range(4):
         tape.append(bytes([index]) * 100)
-    assert tape.read(150, 1000) == bytes([1]) * 50
+    assert tape.read(150, 1000) == bytes([1]) * 50 + bytes([2]) * 100 + bytes([3]) * 100  # across chunks
+    assert tape.read(150, 120) == bytes([1]) * 50 + bytes([2]) * 70
     assert tape.read(400, 1000) == b""
     tape.forget_before(250)
     assert tape.start == 200
