@@ -269,6 +269,7 @@ def test_client_that_never_reads_is_cut_after_the_stall_timeout_and_frees_its_sl
         assert reason_of(rpc_status.from_call(error))[0] == "CLIENT_NOT_READING"
         assert held_s < 10
         growth_mb = (process.memory_info().rss - rss_before) / 2**20
+        print(f"stalled stream cut after {held_s:.1f} s; client and server grew {growth_mb:.1f} MB")
         assert growth_mb < 64, f"a stalled stream cost {growth_mb:.0f} MB"
         assert wait_for(lambda: stalled.tasks() <= tasks_before), "the stalled stream left tasks behind"
     finally:
