@@ -82,6 +82,10 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             raise ClientNotReading(
                 f"the client has not read a response for {self._settings.stall_timeout_s:g} s (stall timeout): "
                 "read responses while sending audio") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # grpc's ExecuteBatchError: the client cancelled or went away mid-write
+            raise asyncio.CancelledError(f"the client went away ({error})") from error
 
     @staticmethod
     async def _end_stream(context: grpc.aio.ServicerContext, fault: TranscriberFault, stream_id: str) -> None:

@@ -76,6 +76,7 @@ class StreamSession:
         self._stop: _Stop | None = None
         self._decodes = 0
         self._sent_settled_s = 0.0
+        self._sent_processed_s = 0.0
         self._decode_s = 0.0
         self._last_message_at = time.monotonic()
         self._reader_waits = False  # back-pressure: silence from the client is then our doing, not idling
@@ -125,6 +126,8 @@ class StreamSession:
                 self._room.set()  # skipped silence makes room too, not only decodes
                 if window is None:
                     if self._policy.done:
+                        if self._policy.processed_s > self._sent_processed_s:
+                            yield self._response()  # acknowledge the trailing silence too: all audio was heard
                         break
                     if self._policy.settled_s - self._sent_settled_s >= PROGRESS_S:
                         yield self._response()  # in long silence: tell the client what it may forget
@@ -165,6 +168,7 @@ class StreamSession:
     def _response(self, *, results: list[pb.StreamingResult] | None = None,
                   speech_event: pb.SpeechEvent | None = None) -> pb.StreamingTranscribeResponse:
         self._sent_settled_s = self._policy.settled_s
+        self._sent_processed_s = self._policy.processed_s
         return pb.StreamingTranscribeResponse(
             results=results or [], speech_event=speech_event, stream_id=self.stream_id,
             audio_processed=messages.duration(self._policy.processed_s),
