@@ -94,9 +94,15 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         status = messages.error_status(fault)
         # After a write timed out, another write would keep the trailers from ever being sent (measured).
         if not isinstance(fault, ClientNotReading):
-            with contextlib.suppress(TimeoutError):  # a client that does not read still gets the trailers
+            try:
                 await asyncio.wait_for(
                     context.write(pb.StreamingTranscribeResponse(error=status, stream_id=stream_id)), IN_BAND_ERROR_WAIT_S)
+            except TimeoutError:
+                pass  # a client that does not read still gets the trailers
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # grpc's ExecuteBatchError: the client went away, nobody is left to tell
+                return
         await context.abort_with_status(rpc_status.to_status(status))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:

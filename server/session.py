@@ -107,6 +107,8 @@ class StreamSession:
             yield pb.StreamingTranscribeResponse(stream_id=self.stream_id, model=self._engine.model_name,
                                                  audio_processed=messages.duration(0))
             while True:
+                # Cleared before the state is read: a wake-up during any yield below is kept for the wait.
+                self._wakeup.clear()
                 if reader.done() and not reader.cancelled() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
                 if self._stop is not None and not stopped:
@@ -132,7 +134,6 @@ class StreamSession:
                     if self._policy.settled_s - self._sent_settled_s >= PROGRESS_S:
                         yield self._response()  # in long silence: tell the client what it may forget
                         continue  # the input may have ended while the response was sent: look again
-                    self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 heard = await self._decode(window) if window.decode else []

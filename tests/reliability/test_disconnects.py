@@ -1,7 +1,7 @@
 """T11 and T12 with the fake engine: clients that cancel, die or run out of time free their stream at once.
 
 The server runs in this process (ServerThread), so the test sees its slots, tasks and log records.
-RSS is this whole process (client and server) after a warm-up round: both must stay flat.
+RSS is this whole process (client and server) after warm-up rounds: both must stay flat.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from ..fakes import FakeEngine, word_audio
 FRAME_BYTES = 3200  # 100 ms
 MID_THIRD_WORD_BYTES = 40_000  # 1.25 s of word_audio([a, b, c]): the third word runs from 1.1 to 1.4 s
 RSS_SLACK_BYTES = 10 << 20
+# Rounds before RSS is compared: allocator pools and gRPC buffers settle. After the whole suite ran in this
+# process, RSS still rose 13 MB in the second round and then stayed flat, so one warm-up round is not enough.
+WARM_UP_ROUNDS = 2
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ async def test_a_hundred_streams_cancelled_mid_utterance_free_everything(server,
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.TranscriberStub(channel)
         freed_s, rss = [], []
-        for _ in range(4):  # the first round warms up (allocator pools, gRPC buffers)
+        for _ in range(WARM_UP_ROUNDS + 3):
             opening = asyncio.gather(*(open_mid_utterance(stub, index) for index in range(100)))
             calls = await asyncio.wait_for(opening, 30)
             assert server.app.servicer.admission.active == 100
@@ -100,13 +103,13 @@ async def test_a_hundred_streams_cancelled_mid_utterance_free_everything(server,
     assert max(freed_s) < 1.0
     await seconds_until(lambda: server.tasks() <= baseline_tasks)
     assert error_records(caplog) == []
-    assert max(rss[1:]) - rss[0] < RSS_SLACK_BYTES
+    assert max(rss[WARM_UP_ROUNDS:]) - rss[WARM_UP_ROUNDS - 1] < RSS_SLACK_BYTES
 
 
 async def test_a_killed_client_process_frees_its_streams(server, caplog):
     baseline_tasks = server.tasks()
     freed_s, rss = [], []
-    for _ in range(3):
+    for _ in range(WARM_UP_ROUNDS + 2):
         client = subprocess.Popen([sys.executable, "-m", "bench.load_driver", "--endpoints", server.address,
                                    "--streams", "20", "--duration-s", "60"], cwd=REPO, stdout=subprocess.DEVNULL)
         try:
@@ -123,7 +126,7 @@ async def test_a_killed_client_process_frees_its_streams(server, caplog):
     assert max(freed_s) < 1.0
     await seconds_until(lambda: server.tasks() <= baseline_tasks)
     assert error_records(caplog) == []
-    assert max(rss[1:]) - rss[0] < RSS_SLACK_BYTES
+    assert max(rss[WARM_UP_ROUNDS:]) - rss[WARM_UP_ROUNDS - 1] < RSS_SLACK_BYTES
 
 
 async def test_a_deadline_ends_the_stream_on_time_and_frees_its_slot(server, caplog):

@@ -152,6 +152,17 @@ def test_bad_input_gets_invalid_argument_in_band_and_as_status(fake_server, requ
     assert good_code == grpc.StatusCode.OK and words_of(" ".join(r.transcript for r in finals(good))) == [1, 2]
 
 
+def test_a_bad_message_read_while_a_speech_event_is_sent_still_ends_the_stream(fake_server):
+    """Found by the protocol fuzzer: the reader's failure woke the loop during that write, and the wake-up
+    was then cleared, so the stream hung until the client's deadline holding its slot."""
+    speech = word_audio([1, 2, 3])[:9600]  # speech begins: the loop sends SPEECH_ACTIVITY_BEGIN
+    for _ in range(20):
+        _, code, _ = call(fake_server.address, [config(enable_voice_activity_events=True),
+                                                pb.StreamingTranscribeRequest(audio=speech),
+                                                pb.StreamingTranscribeRequest()], timeout_s=3)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_empty_stream_ends_ok_without_results(fake_server):
     responses, code, _ = call(fake_server.address, [config()])
     assert code == grpc.StatusCode.OK
