@@ -39,7 +39,7 @@ from google.protobuf import duration_pb2
 from google.rpc import status_pb2
 
 with atheris.instrument_imports(include=["transcriber_sdk"]):
-    from transcriber_sdk._core import MAX_CHUNK_BYTES, check_chunk, chunked, seconds, to_updates
+    from transcriber_sdk._core import MAX_CHUNK_BYTES, MAX_MESSAGE_S, check_chunk, chunked, seconds, to_updates
     from transcriber_sdk._resume import AudioTape, Continuity
     from transcriber_sdk.exceptions import STATUS_TO_ERROR, InvalidRequestError, ServerError, TranscriberError
     from transcriber_sdk.models import TranscriptUpdate, Word
@@ -160,7 +160,7 @@ def fuzz_driver(data: atheris.FuzzedDataProvider) -> None:
             offset = continuity.resume_at(model.tape)
             assert offset % 2 == 0, f"resume at byte {offset}: not on a sample boundary"
             assert offset >= model.tape.start, f"resume at {offset}, before the tape's start {model.tape.start}"
-            model.replay_from(offset, MAX_CHUNK_BYTES)  # as _Feed.chunks_from reads
+            model.replay_from(offset, round(model.tape.bytes_per_s * MAX_MESSAGE_S))  # as _Feed.chunks_from reads
         else:
             fuzz_take(continuity, data)
         model.check(start_before)

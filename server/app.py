@@ -15,6 +15,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from transcriber_sdk._core import MAX_MESSAGE_S as SDK_MESSAGE_S
+from transcriber_sdk._core import MAX_MESSAGES_PER_S as SDK_MESSAGES_PER_S
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 
@@ -96,6 +98,10 @@ class TranscriberApp:
 
 async def serve(settings: ServerSettings) -> None:
     """Loads the model, serves until SIGTERM or SIGINT, then drains."""
+    if settings.max_chunk_s < SDK_MESSAGE_S or settings.max_messages_per_s < SDK_MESSAGES_PER_S:
+        log.warning("max_chunk_s %g / max_messages_per_s %g are below what the SDK sends (%g s per message, "
+                    "%d messages a second): its streams will be refused", settings.max_chunk_s,
+                    settings.max_messages_per_s, SDK_MESSAGE_S, SDK_MESSAGES_PER_S)
     engine = await asyncio.to_thread(WhisperEngine, settings)
     app = TranscriberApp(settings, engine)
     await app.start()

@@ -21,7 +21,7 @@ from . import messages
 from .admission import Admission
 from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
-from .errors import ClientNotReading, InvalidRequest, ServerBug, TranscriberFault
+from .errors import ClientNotReading, IdleTimeout, InvalidRequest, ServerBug, TranscriberFault
 from .session import StreamSession, check_model, config_rate, read_config
 from .settings import ServerSettings
 
@@ -50,7 +50,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         stream_id = ""
         try:
             async with self.admission.slot():
-                config = await read_config(request_iterator)
+                config = await self._read_config(request_iterator)
                 stream_id = config.stream_id
                 session = StreamSession(config, self._engine, self._settings)
                 log.info("stream %r opened from %s (%s)", stream_id, context.peer(), self.admission)
@@ -73,6 +73,15 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             log.exception("stream %r from %s failed", stream_id, context.peer())
             await self._end_stream(context, ServerBug("internal error; the server logged it"), stream_id)
 
+    async def _read_config(self, requests: AsyncIterator[pb.StreamingTranscribeRequest]) -> pb.StreamingConfig:
+        """The config, within the idle timeout: a call that sends nothing must not hold a slot."""
+        timeout_s = self._settings.idle_timeout_s
+        try:
+            return await asyncio.wait_for(read_config(requests), timeout_s)
+        except TimeoutError:
+            raise IdleTimeout(f"no config within {timeout_s:g} s (idle timeout): send the config as the first "
+                              "message as soon as the stream opens") from None
+
     async def _write(self, context: grpc.aio.ServicerContext, response: pb.StreamingTranscribeResponse) -> None:
         """Sends a response, or gives up on a client that has not read one for the stall timeout
         (gRPC flow control would otherwise hold the stream and its memory for as long as the client lives)."""
@@ -82,9 +91,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             raise ClientNotReading(
                 f"the client has not read a response for {self._settings.stall_timeout_s:g} s (stall timeout): "
                 "read responses while sending audio") from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # grpc's ExecuteBatchError: the client cancelled or went away mid-write
+        except grpc.aio.InternalError as error:  # ExecuteBatchError: the client cancelled or went away mid-write
             raise asyncio.CancelledError(f"the client went away ({error})") from error
 
     @staticmethod
@@ -97,12 +104,8 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             try:
                 await asyncio.wait_for(
                     context.write(pb.StreamingTranscribeResponse(error=status, stream_id=stream_id)), IN_BAND_ERROR_WAIT_S)
-            except TimeoutError:
-                pass  # a client that does not read still gets the trailers
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # grpc's ExecuteBatchError: the client went away, nobody is left to tell
-                return
+            except (TimeoutError, grpc.aio.InternalError):
+                pass  # a client that does not read still gets the trailers; one that went away, nothing
         await context.abort_with_status(rpc_status.to_status(status))
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:

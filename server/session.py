@@ -113,12 +113,13 @@ class StreamSession:
                     raise reader.exception()  # type: ignore[misc]
                 if self._stop is not None and not stopped:
                     stopped = True
+                    input_ended = reader.done()  # the client half-closed: the reader flushed and ended it
                     reader.cancel()
-                    if self._stop.everything:
+                    if not self._stop.everything:
+                        self._policy.end_at_pause()
+                    elif not input_ended:
                         self._events.extend(self._policy.add_audio(self._decoder.flush()))
                         self._policy.end_input()
-                    else:
-                        self._policy.end_at_pause()
                 if self._events:
                     if self._config.enable_voice_activity_events:
                         for event in self._events:
@@ -146,8 +147,8 @@ class StreamSession:
             if stopped:
                 stop = self._stop
                 assert stop is not None
-                raise stop.fault(f"{stop.why}; every word up to {self._policy.settled_s:.2f} s was sent as final: "
-                                 f"{stop.advice}")
+                sent = "every word received" if stop.everything else f"every word up to {self._policy.settled_s:.2f} s"
+                raise stop.fault(f"{stop.why}; {sent} was sent as final: {stop.advice}")
         finally:
             reader.cancel()
             watchdog.cancel()

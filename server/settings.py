@@ -34,6 +34,7 @@ class ServerSettings:
     endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final
     vad_threshold: float = 0.5
     # Limits of one stream; breaking one ends it with a status that names the limit.
+    # The SDK sends up to 1 s per message and up to 100 messages a second: lower limits refuse it.
     max_chunk_s: float = 1.0  # audio per message (INVALID_ARGUMENT above it)
     max_messages_per_s: float = 200.0  # sustained, with a burst of as many (RESOURCE_EXHAUSTED above it)
     idle_timeout_s: float = 15.0  # no message for this long: finals flushed, then OUT_OF_RANGE

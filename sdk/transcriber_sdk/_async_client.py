@@ -90,8 +90,13 @@ class AsyncClient:
         failed_at_s = 0.0
         internal_retry = True  # an INTERNAL status moves the stream once, not in a loop
         limit_ends = 0  # calls in a row that a length limit ended without progress
+        idle_ended = False  # the last call ended for idleness: the next waits for audio the server has not settled
         try:
             while True:
+                if idle_ended:
+                    idle_ended = False
+                    if not await feed.more_audio_after(feed.tape.offset_of(continuity.settled_s)):
+                        return  # the caller ended, and the server settled every word it had
                 endpoint = await self._choose(refused)
                 if endpoint is None:
                     raise _no_endpoint("stream", refused)
@@ -132,25 +137,17 @@ class AsyncClient:
                 except (grpc.RpcError, TranscriberError) as failure:
                     if failure is feed.error:
                         raise
-                    error = from_rpc_error(failure, endpoint) if isinstance(failure, grpc.RpcError) else failure
+                    error = await self._judge(failure, endpoint) if isinstance(failure, grpc.RpcError) else failure
                     if isinstance(error, OutOfRangeError) and limit_ends < MAX_LIMIT_ENDS:
                         # The server ended the call at its maximum duration or idle timeout, after sending every
                         # final up to its settled point: the stream goes on in a new call (any endpoint).
                         limit_ends += 1
                         failed_at_s = continuity.settled_s
-                        if error.reason == "IDLE_TIMEOUT" and not await feed.more_audio_after(feed.tape.end):
-                            return  # the caller sent nothing more: every word is already final
+                        idle_ended = error.reason == "IDLE_TIMEOUT"
                         log.info("stream continues in a new call (%s)", error)
                         continue
-                    if isinstance(failure, grpc.RpcError) and error.code == grpc.StatusCode.INTERNAL and \
-                            not await self._serving(endpoint):
-                        # A bare INTERNAL ("Internal error from Core") is also what grpc.aio reports when the
-                        # connection dies while we write (grpc/grpc#36066): alone it proves nothing, but
-                        # with a failed health check it is an endpoint that went away.
-                        error = EndpointUnavailableError(f"{error.details}; the endpoint no longer passes its health "
-                                                         "check", code=grpc.StatusCode.UNAVAILABLE, endpoint=endpoint)
-                    # Our server's INTERNAL (in band) may be this endpoint's trouble: move once.
-                    in_band_internal = isinstance(failure, ServerError) and error.code == grpc.StatusCode.INTERNAL
+                    # Our server's own INTERNAL (in band or in the trailers) may be this endpoint's trouble: move once.
+                    in_band_internal = error.reason == "INTERNAL"
                     if not (isinstance(error, MOVE_ON) or (in_band_internal and internal_retry)):
                         if error is failure:
                             raise
@@ -202,9 +199,10 @@ class AsyncClient:
                 response = await self._stub(endpoint).Transcribe(request, timeout=_remaining(deadline),
                                                                  metadata=await self._auth.metadata(endpoint))
             except grpc.RpcError as rpc_error:
-                error = from_rpc_error(rpc_error, endpoint)
-                # The file can be sent again: any failure of the service may go better elsewhere.
-                if not isinstance(error, (*MOVE_ON, ServerError)):
+                error = await self._judge(rpc_error, endpoint)
+                # The file can be sent again: a busy or gone endpoint, or our server's own INTERNAL, may go
+                # better elsewhere; a bare INTERNAL from a healthy endpoint is raised, as for streams.
+                if not (isinstance(error, MOVE_ON) or (isinstance(error, ServerError) and error.reason)):
                     raise error from rpc_error
                 refused[endpoint] = error
                 self._balancer.failed(endpoint, str(error), error.retry_after_s)
@@ -252,6 +250,16 @@ class AsyncClient:
                 continue
             return endpoint
         return None
+
+    async def _judge(self, failure: grpc.RpcError, endpoint: str) -> TranscriberError:
+        """The SDK error of a failed call. A bare INTERNAL (no reason from our server: "Internal error from
+        Core") is also what grpc.aio reports when the connection dies while we write (grpc/grpc#36066):
+        alone it proves nothing, but with a failed health check it is an endpoint that went away."""
+        error = from_rpc_error(failure, endpoint)
+        if error.code == grpc.StatusCode.INTERNAL and not error.reason and not await self._serving(endpoint):
+            return EndpointUnavailableError(f"{error.details}; the endpoint no longer passes its health check",
+                                            code=grpc.StatusCode.UNAVAILABLE, endpoint=endpoint)
+        return error
 
     async def _serving(self, endpoint: str) -> bool:
         try:
@@ -368,7 +376,8 @@ class _Feed:
             yield data
 
     async def more_audio_after(self, offset: int) -> bool:
-        """Waits until the caller adds audio past `offset` (True) or ends the stream without (False)."""
+        """Waits until the tape holds audio past `offset` (True, at once if it does) or the caller ended the
+        stream without (False)."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.tape.end > offset or self.tape.closed)
             return self.tape.end > offset

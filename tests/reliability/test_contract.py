@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+import numpy as np
 import psutil
 import pytest
 from google.rpc import error_details_pb2
@@ -20,6 +21,8 @@ from transcriber_sdk import (AsyncClient, Client, StreamLimitError, TranscriptUp
                              chunked)
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
+from transcriber_server.errors import IdleTimeout
+from transcriber_server.session import StreamSession
 from transcriber_server.settings import ServerSettings
 
 from ..conftest import ServerThread
@@ -30,7 +33,8 @@ WORDS = [4, 8, 15, 16, 23, 2, 7, 3, 9, 12]
 
 
 def reason_of(status: object) -> tuple[str, float | None]:
-    """The ErrorInfo reason and RetryInfo delay (s) of a google.rpc.Status."""
+    """The ErrorInfo reason and RetryInfo delay (s) of a google.rpc.Status. Deliberately not the SDK's
+    parser (exceptions.from_status): this checks the server's wire format on its own."""
     reason, retry_s = "", None
     for detail in status.details:  # type: ignore[attr-defined]
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -120,6 +124,50 @@ def test_idle_stream_gets_its_finals_then_out_of_range(idle_server):
     assert wait_for(lambda: idle_server.app.servicer.admission.active == 0)
 
 
+def test_calls_that_never_send_a_config_are_cut_at_the_idle_timeout(idle_server):
+    async def silent_calls() -> list[grpc.aio.AioRpcError]:
+        async with grpc.aio.insecure_channel(idle_server.address) as channel:
+            stub = pb_grpc.TranscriberStub(channel)
+            calls = [stub.StreamingTranscribe(timeout=10) for _ in range(4)]  # every slot, and nothing sent
+            errors = []
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in call:
+                        pass
+                errors.append(caught.value)
+            return errors
+
+    started = time.monotonic()
+    errors = asyncio.run(silent_calls())
+    assert time.monotonic() - started < 5
+    assert {(error.code(), reason_of(rpc_status.from_call(error))[0]) for error in errors} == \
+        {(grpc.StatusCode.OUT_OF_RANGE, "IDLE_TIMEOUT")}
+    assert "no config within 0.6 s" in errors[0].details()
+    assert wait_for(lambda: idle_server.app.servicer.admission.active == 0)
+
+
+def test_idle_stop_racing_the_clients_half_close_ends_without_a_server_error():
+    """The idle timeout fires during a decode, and the client half-closes before the decode returns: the
+    reader has already flushed the resampler, which must not be flushed twice (it raised RuntimeError)."""
+    samples = np.frombuffer(word_audio([1, 2, 3]), dtype="<i2")[::2].tobytes()  # 8 kHz: a resampling stream
+    session = StreamSession(pb.StreamingConfig(sample_rate_hertz=8000), FakeEngine(delay_s=1.0),
+                            ServerSettings(idle_timeout_s=0.3))
+
+    async def requests() -> AsyncIterator[pb.StreamingTranscribeRequest]:
+        for offset in range(0, len(samples), 1600):
+            yield pb.StreamingTranscribeRequest(audio=samples[offset: offset + 1600])
+        await asyncio.sleep(0.6)  # idle at 0.3 s, during the first 1 s decode; then the half-close
+
+    async def run() -> list[str]:
+        finals = []
+        with pytest.raises(IdleTimeout):
+            async for response in session.run(requests()):
+                finals += [result.transcript for result in response.results if result.is_final]
+        return finals
+
+    assert words_of(" ".join(asyncio.run(run()))) == [1, 2, 3]
+
+
 def test_a_paused_producer_does_not_lose_the_stream(idle_server, kind_of_client):
     """The SDK continues a stream the server ended for idleness as soon as the caller has audio again."""
     first, second = word_audio([1, 2, 3]), word_audio([4, 5, 6])
@@ -133,6 +181,29 @@ def test_a_paused_producer_does_not_lose_the_stream(idle_server, kind_of_client)
     assert final_words(updates) == [1, 2, 3, 4, 5, 6]
     offsets = [update.start_s for update in updates if update.is_final]
     assert offsets == sorted(offsets) and offsets[-1] > len(first) / 32_000
+
+
+@pytest.mark.soak
+def test_audio_sent_as_the_idle_timeout_fires_is_not_lost():
+    """Sweeps the pause across the idle timeout: audio the caller adds after the server stopped reading but
+    before its error arrived must reach the next call (it was skipped in 1 of 25 runs before the fix)."""
+    slow = ServerThread(ServerSettings(max_streams=4, idle_timeout_s=0.5), FakeEngine(delay_s=0.05))
+
+    async def stream(gap_s: float) -> list[int]:
+        async def audio() -> AsyncIterator[bytes]:
+            for chunk in chunked(word_audio([1, 2]), 16_000):
+                yield chunk
+            await asyncio.sleep(gap_s)
+            for chunk in chunked(word_audio([3], lead_s=0.3), 16_000):
+                yield chunk
+        async with AsyncClient([slow.address]) as client:
+            return final_words([update async for update in client.stream(audio())])
+
+    try:
+        for step in range(50):
+            assert asyncio.run(stream(0.47 + 0.002 * step)) == [1, 2, 3], f"pause {0.47 + 0.002 * step:.3f} s"
+    finally:
+        slow.stop()
 
 
 def test_producer_that_goes_quiet_then_ends_gets_every_word(idle_server, kind_of_client):
@@ -179,16 +250,22 @@ def test_server_at_capacity_sends_retry_info_and_the_sdk_sits_it_out(fake_server
                              "server at capacity (4/4 streams)")
         assert reason_of(last.error)[1] == 2.0
 
-        async def run() -> tuple[list[TranscriptUpdate], float]:
+        async def run() -> tuple[list[TranscriptUpdate], list[float]]:
             async with AsyncClient([fake_server.address, other.address]) as client:
                 client._balancer.report(other.address, 1, 4)  # make the full server look the better pick
+                sits_out_s: list[float] = []  # taken at the refusal, not after the stream
+                failed = client._balancer.failed
+
+                def record(endpoint: str, *args: object) -> None:
+                    failed(endpoint, *args)  # type: ignore[arg-type]
+                    sits_out_s.append(client._balancer.state(endpoint).ejected_until - time.monotonic())
+                client._balancer.failed = record  # type: ignore[method-assign]
                 updates = [update async for update in client.stream(chunked(word_audio([1, 2]), 16_000))]
-                state = client._balancer.state(fake_server.address)
-                return updates, state.ejected_until - time.monotonic()
+                return updates, sits_out_s
         updates, sits_out_s = asyncio.run(run())
         assert final_words(updates) == [1, 2]
         assert {update.endpoint for update in updates} == {other.address}
-        assert 1.0 < sits_out_s <= 2.0, "the SDK ignored the server's RetryInfo (2 s)"
+        assert len(sits_out_s) == 1 and 1.9 < sits_out_s[0] <= 2.0, "the SDK ignored the server's RetryInfo (2 s)"
     finally:
         stop.set()
         for channel, stream in held:

@@ -149,6 +149,6 @@ async def test_a_deadline_ends_the_stream_on_time_and_frees_its_slot(server, cap
         freed_s = await seconds_until(lambda: server.app.servicer.admission.active == 0)
     print(f"DEADLINE_EXCEEDED after {ended_s * 1000:.0f} ms; slot freed {freed_s * 1000:.0f} ms later")
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert 0.8 <= ended_s <= 1.2
-    assert freed_s < 0.1
+    assert 0.9 <= ended_s <= 1.5  # measured 1.003 s; the slack is for a busy 2-core CI machine
+    assert freed_s < 0.5  # measured within 5 ms
     assert error_records(caplog) == []
