@@ -30,10 +30,12 @@ def test_default_keepalive_of_the_sdk_is_what_the_server_accepts():
     assert client.keepalive_s + client.keepalive_timeout_s <= 30
 
 
-async def hold_quiet_stream(address: str, keepalive_s: float, hold_s: float) -> grpc.StatusCode:
+async def hold_quiet_stream(address: str, keepalive_s: float, hold_s: float,
+                            keepalive_timeout_s: float = 2.0) -> grpc.StatusCode:
     """Opens a stream, sends nothing for `hold_s` while the channel pings every `keepalive_s`, then ends
     it; returns its status."""
-    options = channel_options(replace(ClientSettings(), keepalive_s=keepalive_s, keepalive_timeout_s=2.0))
+    options = channel_options(replace(ClientSettings(), keepalive_s=keepalive_s,
+                                      keepalive_timeout_s=keepalive_timeout_s))
 
     async def requests() -> AsyncIterator[pb.StreamingTranscribeRequest]:
         yield pb.StreamingTranscribeRequest(config=pb.StreamingConfig())
@@ -64,6 +66,20 @@ def test_keepalive_pings_within_the_servers_policy_keep_a_quiet_stream(client_pi
         else:
             assert code == grpc.StatusCode.UNAVAILABLE  # GOAWAY too_many_pings
             assert time.monotonic() - started < 7.0
+    finally:
+        server.stop()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(420)
+def test_production_keepalive_keeps_a_quiet_stream_for_five_minutes():
+    """T10 with the shipped defaults (SDK pings every 20 s, the server allows 10 s); only the idle timeout
+    is raised, since the stream sends nothing."""
+    server = ServerThread(ServerSettings(max_streams=2, idle_timeout_s=600), FakeEngine())
+    try:
+        defaults = ClientSettings()
+        assert asyncio.run(hold_quiet_stream(server.address, defaults.keepalive_s, hold_s=300,
+                                             keepalive_timeout_s=defaults.keepalive_timeout_s)) == grpc.StatusCode.OK
     finally:
         server.stop()
 
