@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak run (about 12 minutes): installs the project with its test tools into .venv, then
+# The soak run (about 26 minutes): installs the project with its test tools into .venv, then
 #  1. T1: bench/load_driver.py streams fake-engine audio in real time into a fake-engine server process
 #     (16 streams for 10 minutes by default) and prints lost audio, statuses, exact finals and latency;
 #  2. every test marked `soak` (pytest -m soak; the default run deselects them), printing their figures.
