@@ -231,8 +231,9 @@ class StreamSession:
                     self._room.clear()  # back-pressure: stop reading until the decoder catches up
                     self._reader_waits = True
                     await self._room.wait()
-                self._reader_waits = False
-                self._last_message_at = time.monotonic()
+                if self._reader_waits:  # the wait was ours, not the client's: its idle clock starts again
+                    self._reader_waits = False
+                    self._last_message_at = time.monotonic()
             self._events.extend(self._policy.add_audio(self._decoder.flush()))
             self._policy.end_input()
         finally:
