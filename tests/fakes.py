@@ -13,6 +13,7 @@ import numpy as np
 from transcriber_server.engine import DecodeOptions, FileSegment, Hypothesis
 from transcriber_server.errors import InvalidRequest
 from transcriber_server.policy import Word
+from transcriber_server.scheduler import Load
 
 RATE = 16_000
 LEVEL_STEP = 0.02  # word k is a block at level 0.1 + k * LEVEL_STEP
@@ -37,6 +38,7 @@ class FakeEngine:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.decodes = 0
+        self.current_load = Load(queued=0, busy_ratio=0.0, mean_batch=0.0, cycle_s=0.0)  # tests set it to overload
 
     def check_language(self, language_code: str) -> str | None:
         if language_code not in ("", "en", "fr"):
@@ -46,7 +48,10 @@ class FakeEngine:
     def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
         return (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
 
-    async def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
+    def load(self) -> Load:
+        return self.current_load
+
+    async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
         self.decodes += 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

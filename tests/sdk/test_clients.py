@@ -269,7 +269,7 @@ class FailingEngine(FakeEngine):
         super().__init__()
         self.error = error
 
-    async def transcribe(self, audio, options):  # type: ignore[no-untyped-def]
+    async def transcribe(self, audio, options, due_at=None):  # type: ignore[no-untyped-def]
         raise self.error
 
 

@@ -1,0 +1,218 @@
+"""BatchDecoder: several streams' windows through the model at once (one encode, generate and align call).
+
+faster-whisper's `transcribe` decodes one clip and pads it to 30 s for the encoder. Here the
+windows of a batch share one encoder call whose input is only as long as the longest window
+plus a margin of silence (`encoder_pad_s`); each window keeps its own prompt, fallback and word
+alignment. Pure compute on the calling thread: the scheduler decides what goes into a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .policy import Word
+
+FRAMES_PER_S = 100  # mel frames
+MAX_FRAMES = 3000  # Whisper's encoder sees at most 30 s
+FALLBACK_TEMPERATURES = (0.2, 0.4)  # sampled again only for a window whose greedy or beam decode fails the checks
+COMPRESSION_RATIO_LIMIT = 2.4  # above it the text loops
+LOG_PROB_LIMIT = -1.0
+NO_SPEECH_LIMIT = 0.6  # with a low log-probability too: silence, no words
+BEST_OF = 5
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    audio: np.ndarray  # 16 kHz float32, at most 30 s
+    language: str | None  # None: detect (multilingual models only)
+    prompt: str = ""
+    hotwords: str = ""
+    prefix: str = ""  # text the window is known to start with: forced, not generated
+
+
+@dataclass(frozen=True)
+class Decoded:
+    words: list[Word]  # offsets relative to the start of the window
+    language: str
+
+
+@dataclass
+class _Item:
+    job: WindowJob
+    features: np.ndarray  # log-mel, 80 or 128 x frames
+    frames: int  # mel frames of the audio itself
+    language: str = "en"
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    alignment: tuple[dict, ...] = ()
+
+
+class BatchDecoder:
+    def __init__(self, model, *, beam_size: int, encoder_pad_s: float | None,  # type: ignore[no-untyped-def]
+                 encoder_min_s: float = 0.0) -> None:
+        """`model` is a faster_whisper.WhisperModel. `encoder_pad_s` None: pad every window to 30 s, as
+        faster-whisper does; a number: pad to the longest window of the batch plus that much silence."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._model = model
+        self._beam_size = beam_size
+        self._encoder_pad_s = encoder_pad_s
+        self._encoder_min_s = encoder_min_s
+        self._multilingual = model.model.is_multilingual
+        self._tokenizers = {language: Tokenizer(model.hf_tokenizer, self._multilingual, task="transcribe",
+                                                language=language if self._multilingual else None)
+                            for language in ([] if self._multilingual else ["en"])}
+        self._tokenizer_class = Tokenizer
+
+    def decode(self, jobs: list[WindowJob]) -> list[Decoded]:
+        """The words of each window, in the order of `jobs`."""
+        items = []
+        for job in jobs:
+            features = self._model.feature_extractor(job.audio)
+            items.append(_Item(job, features, min(features.shape[-1] - 1, MAX_FRAMES)))
+        encoded = self._encode(items)
+        for item, language in zip(items, self._languages(jobs, encoded)):
+            item.language = language
+        groups: dict[str, list[_Item]] = defaultdict(list)
+        for item in items:
+            groups[item.language].append(item)
+        if len(groups) > 1:  # detected languages differ: each language is aligned on its own encoder output
+            for group in groups.values():
+                self._decode_group(group, self._encode(group))
+        else:
+            self._decode_group(items, encoded)
+        return [Decoded(words=_words(item), language=item.language) for item in items]
+
+    def _encode(self, items: list[_Item]):  # type: ignore[no-untyped-def]
+        import ctranslate2
+
+        longest = max(item.frames for item in items)
+        if self._encoder_pad_s is None:
+            length = MAX_FRAMES
+        else:  # whole seconds, so batches of similar windows share shapes
+            length = min(MAX_FRAMES, max(math.ceil(longest / FRAMES_PER_S + self._encoder_pad_s) * FRAMES_PER_S,
+                                         round(self._encoder_min_s * FRAMES_PER_S)))
+        batch = np.zeros((len(items), items[0].features.shape[0], length), dtype=np.float32)
+        for row, item in enumerate(items):
+            batch[row, :, :item.frames] = item.features[:, :item.frames]
+        return self._model.model.encode(ctranslate2.StorageView.from_array(batch))
+
+    def _languages(self, jobs: list[WindowJob], encoded) -> list[str]:  # type: ignore[no-untyped-def]
+        if not self._multilingual:
+            return ["en"] * len(jobs)
+        if all(job.language for job in jobs):
+            return [job.language for job in jobs]  # type: ignore[misc]
+        detected = self._model.model.detect_language(encoded)
+        return [job.language or scores[0][0][2:-2] for job, scores in zip(jobs, detected)]
+
+    def _tokenizer(self, language: str):  # type: ignore[no-untyped-def]
+        if language not in self._tokenizers:
+            self._tokenizers[language] = self._tokenizer_class(self._model.hf_tokenizer, True, task="transcribe",
+                                                               language=language)
+        return self._tokenizers[language]
+
+    def _decode_group(self, items: list[_Item], encoded) -> None:  # type: ignore[no-untyped-def]
+        """Generates and aligns windows of one language, sharing `encoded` (one row per item).
+
+        CTranslate2 decodes a batch only when <|startoftranscript|> sits at the same place in every
+        prompt, so the context before it (previous text, hotwords) is trimmed to the same length, its
+        oldest tokens first; windows without any context are decoded on their own."""
+        tokenizer = self._tokenizer(items[0].language)
+        prompts = [self._prompt(tokenizer, item.job) for item in items]
+        with_context = [index for index, prompt in enumerate(prompts) if prompt[0] == tokenizer.sot_prev]
+        groups = [indexes for indexes in (with_context, [index for index in range(len(items)) if index not in with_context])
+                  if indexes]
+        if with_context:
+            prompts = _same_start(prompts, with_context, tokenizer.sot_prev, tokenizer.sot)
+        for indexes in groups:
+            group = [items[index] for index in indexes]
+            self._generate_and_align(group, encoded if len(groups) == 1 else self._encode(group),
+                                     [prompts[index] for index in indexes], tokenizer)
+
+    def _generate_and_align(self, items: list[_Item], encoded, prompts: list[list[int]], tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self._generate(items, encoded, prompts, tokenizer, temperature=0.0)
+        for temperature in FALLBACK_TEMPERATURES:
+            failing = [index for index, item in enumerate(items) if _needs_fallback(item, tokenizer)]
+            if not failing:
+                break
+            retry = [items[index] for index in failing]  # re-encoded: cheap next to sampling BEST_OF hypotheses
+            self._generate(retry, self._encode(retry), [prompts[index] for index in failing], tokenizer,
+                           temperature=temperature)
+        text_tokens = [[token for token in item.tokens if token < tokenizer.eot] if _has_speech(item) else []
+                       for item in items]
+        if not any(text_tokens):
+            return
+        # Windows without words align a stand-in token, so the batch keeps the encoder output's rows.
+        stand_in = tokenizer.encode(" .")
+        alignments = self._model.find_alignment(tokenizer, [tokens or stand_in for tokens in text_tokens], encoded,
+                                                [item.frames for item in items])
+        for item, tokens, alignment in zip(items, text_tokens, alignments):
+            item.alignment = tuple(alignment) if tokens else ()
+
+    def _prompt(self, tokenizer, job: WindowJob) -> list[int]:  # type: ignore[no-untyped-def]
+        previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt.strip() else []
+        return self._model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=True,
+                                      hotwords=job.hotwords or None, prefix=job.prefix or None)
+
+    def _generate(self, items: list[_Item], encoded, prompts: list[list[int]], tokenizer,  # type: ignore[no-untyped-def]
+                  *, temperature: float) -> None:
+        """Decodes the windows of `items` (the rows of `encoded`); a retry replaces a result only if it is better."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        sampling = {"beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0, "sampling_temperature": temperature} \
+            if temperature > 0 else {"beam_size": self._beam_size}
+        results = self._model.model.generate(
+            encoded, prompts, max_length=self._model.max_length, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])), **sampling)
+        for item, result in zip(items, results):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1, as faster-whisper
+            if temperature == 0 or avg_logprob > item.avg_logprob:
+                item.tokens, item.avg_logprob, item.no_speech_prob = tuple(tokens), avg_logprob, result.no_speech_prob
+
+
+def _same_start(prompts: list[list[int]], indexes: list[int], sot_prev: int, sot: int) -> list[list[int]]:
+    """The prompts, those at `indexes` (each [<|startofprev|>, context..., <|startoftranscript|>, ...]) cut to
+    the same context length by dropping their oldest context tokens."""
+    lengths = {index: prompts[index].index(sot) - 1 for index in indexes}
+    shortest = min(lengths.values())
+    trimmed = list(prompts)
+    for index, length in lengths.items():
+        trimmed[index] = [sot_prev] + prompts[index][1 + length - shortest:]
+    return trimmed
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / max(len(zlib.compress(data)), 1)
+
+
+def _has_speech(item: _Item) -> bool:
+    return not (item.no_speech_prob > NO_SPEECH_LIMIT and item.avg_logprob < LOG_PROB_LIMIT)
+
+
+def _needs_fallback(item: _Item, tokenizer) -> bool:  # type: ignore[no-untyped-def]
+    if not _has_speech(item):
+        return False
+    text = tokenizer.decode(item.tokens).strip()
+    return _compression_ratio(text) > COMPRESSION_RATIO_LIMIT or item.avg_logprob < LOG_PROB_LIMIT
+
+
+def _words(item: _Item) -> list[Word]:
+    """Words of an alignment, punctuation merged into them as faster-whisper does."""
+    from faster_whisper.transcribe import merge_punctuations
+
+    alignment = [dict(timing) for timing in item.alignment]
+    if not alignment:
+        return []
+    merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+    return [Word(timing["word"], float(timing["start"]), float(timing["end"]), float(timing["probability"]))
+            for timing in alignment if timing["word"]]
