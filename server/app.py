@@ -22,6 +22,7 @@ from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
 from .engine import Engine, WhisperEngine
+from .metrics import Metrics
 from .servicer import TranscriberServicer
 from .settings import ServerSettings
 
@@ -65,6 +66,11 @@ class TranscriberApp:
         self.server = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         self.servicer = TranscriberServicer(settings, engine)
         self.health = health.aio.HealthServicer()
+        self.metrics = Metrics(self.servicer)
+        self.servicer.lags.observe = self.metrics.final_lag.observe
+        self.servicer.on_error = lambda reason: self.metrics.stream_errors.labels(reason).inc()
+        if scheduler := getattr(engine, "scheduler", None):
+            scheduler.on_batch = self.metrics.observe_batch
         pb_grpc.add_TranscriberServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -78,6 +84,8 @@ class TranscriberApp:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.settings.metrics_port >= 0:
+            self.metrics.serve(self.settings.host, self.settings.metrics_port)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -93,6 +101,7 @@ class TranscriberApp:
         self.servicer.stop_sessions()
         remaining = max(grace_s - (time.monotonic() - started), 0.1)
         await self.server.stop(remaining)
+        self.metrics.close()
         log.info("stopped after %.1f s", time.monotonic() - started)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc_status import rpc_status
@@ -19,9 +21,11 @@ from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 
 from . import messages
 from .admission import Admission
+from .capacity import CapacityLimits, LagTracker, refusal
 from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
 from .errors import ClientNotReading, IdleTimeout, InvalidRequest, ServerBug, TranscriberFault
+from .scheduler import Load
 from .session import StreamSession, check_model, config_rate, read_config
 from .settings import ServerSettings
 
@@ -33,8 +37,11 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
     def __init__(self, settings: ServerSettings, engine: Engine) -> None:
         self._settings = settings
         self._engine = engine
-        self.admission = Admission(settings.max_streams)
+        self.lags = LagTracker()
+        self._limits = CapacityLimits(max_lag_s=settings.admit_max_lag_s, max_cycle_s=settings.admit_max_cycle_s)
+        self.admission = Admission(settings.max_streams, self._refusal)
         self._sessions: set[StreamSession] = set()
+        self.on_error: Callable[[str], None] = lambda reason: None  # metrics hook: a call ended with this reason
 
     def begin_drain(self) -> None:
         """Refuse new calls with UNAVAILABLE; calls in flight go on."""
@@ -52,7 +59,7 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
             async with self.admission.slot():
                 config = await self._read_config(request_iterator)
                 stream_id = config.stream_id
-                session = StreamSession(config, self._engine, self._settings)
+                session = StreamSession(config, self._engine, self._settings, self.lags)
                 log.info("stream %r opened from %s (%s)", stream_id, context.peer(), self.admission)
                 self._sessions.add(session)
                 try:
@@ -94,10 +101,10 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         except grpc.aio.InternalError as error:  # ExecuteBatchError: the client cancelled or went away mid-write
             raise asyncio.CancelledError(f"the client went away ({error})") from error
 
-    @staticmethod
-    async def _end_stream(context: grpc.aio.ServicerContext, fault: TranscriberFault, stream_id: str) -> None:
+    async def _end_stream(self, context: grpc.aio.ServicerContext, fault: TranscriberFault, stream_id: str) -> None:
         """Ends the call with the fault's status: in band first (grpc/grpc#36066), then as the call's
         status with the same details in the trailers."""
+        self.on_error(fault.reason)
         status = messages.error_status(fault)
         # After a write timed out, another write would keep the trailers from ever being sent (measured).
         if not isinstance(fault, ClientNotReading):
@@ -111,9 +118,22 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.ServerStatus:
         return self.status()
 
+    def _refusal(self) -> str | None:
+        return refusal(self._engine.load(), self.lags.p90(time.monotonic()), self._limits)
+
+    def engine_load(self) -> Load:
+        return self._engine.load()
+
     def status(self) -> pb.ServerStatus:
+        load = self._engine.load()
+        lag_p90_s = self.lags.p90(time.monotonic())
+        lag_p90_s = 0.0 if math.isnan(lag_p90_s) else lag_p90_s
+        busy = max(self.admission.active / self.admission.max_streams, lag_p90_s / self._limits.max_lag_s,
+                   load.cycle_s / self._limits.max_cycle_s)
         return pb.ServerStatus(model=self._engine.model_name, active_streams=self.admission.active,
-                               max_streams=self.admission.max_streams, draining=self.admission.draining)
+                               max_streams=self.admission.max_streams, draining=self.admission.draining,
+                               load=min(busy, 1.0), queued_windows=load.queued, mean_batch_size=load.mean_batch,
+                               busy_ratio=load.busy_ratio, final_lag_p90_s=lag_p90_s)
 
     async def Transcribe(self, request: pb.TranscribeRequest, context: grpc.aio.ServicerContext) -> pb.TranscribeResponse:
         try:
@@ -123,10 +143,12 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
                 response.server_status.CopyFrom(status)
                 return response
         except TranscriberFault as fault:
+            self.on_error(fault.reason)
             await context.abort_with_status(rpc_status.to_status(messages.error_status(fault)))
         except Exception:
             log.exception("Transcribe from %s failed", context.peer())
             fault = ServerBug("internal error; the server logged it")
+            self.on_error(fault.reason)
             await context.abort_with_status(rpc_status.to_status(messages.error_status(fault)))
         raise AssertionError("unreachable: abort raises")
 

@@ -65,7 +65,9 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.app: TranscriberApp = self.call(self._start(replace(settings, host="127.0.0.1", port=0), engine))
+        # Metrics on a free port too: tests run many servers at once.
+        local = replace(settings, host="127.0.0.1", port=0, metrics_port=min(settings.metrics_port, 0))
+        self.app: TranscriberApp = self.call(self._start(local, engine))
         self.address = f"127.0.0.1:{self.app.port}"
 
     async def _start(self, settings: ServerSettings, engine: Engine) -> TranscriberApp:

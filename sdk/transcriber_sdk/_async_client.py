@@ -233,11 +233,11 @@ class AsyncClient:
             return EndpointStatus(endpoint=endpoint, health="UNREACHABLE", error=error.details)
         except TranscriberError as error:
             return EndpointStatus(endpoint=endpoint, health="UNREACHABLE", error=error.details)
-        self._balancer.report(endpoint, status.active_streams, status.max_streams)
+        self._balancer.report(endpoint, status.active_streams, status.max_streams, status.load)
         return EndpointStatus(endpoint=endpoint, health=health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
                               model=status.model, active_streams=status.active_streams,
-                              max_streams=status.max_streams, draining=status.draining,
-                              latency_ms=(time.perf_counter() - started) * 1000)
+                              max_streams=status.max_streams, draining=status.draining, load=status.load,
+                              final_lag_p90_s=status.final_lag_p90_s, latency_ms=(time.perf_counter() - started) * 1000)
 
     async def _choose(self, refused: dict[str, TranscriberError]) -> str | None:
         """The next endpoint to try, not one that refused this call; an endpoint back from a time
@@ -273,7 +273,7 @@ class AsyncClient:
     def _admitted(self, endpoint: str, status: pb.ServerStatus) -> None:
         self._balancer.succeeded(endpoint)
         if status.max_streams:
-            self._balancer.report(endpoint, status.active_streams, status.max_streams)
+            self._balancer.report(endpoint, status.active_streams, status.max_streams, status.load)
 
     # -- channels --------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Balancer: picks the endpoint for the next call and sits out failing ones. Pure: the clock is passed in.
 
 Load is what this client has in flight on an endpoint plus what the server last reported of other
-clients' calls (in the first response of each call, or a status call); the least loaded healthy
-endpoint wins, ties at random. An endpoint that fails sits out `eject_s`, doubling per further
+clients' calls (in the first response of each call, or a status call), per stream slot, or the
+server's own load figure when that is higher (its model is behind with fewer streams than slots);
+the least loaded healthy endpoint wins, ties at random. An endpoint that fails sits out `eject_s`, doubling per further
 failure; when its time is up the driver probes its health before it gets traffic again.
 """
 
@@ -23,6 +24,7 @@ class EndpointState:
     ejected_until: float = 0.0
     others: int = 0  # other clients' calls, as the server last reported them
     capacity: int = 0  # 0: not reported
+    server_load: float = 0.0  # the server's own 0..1 figure: slots, lag and decode cycle together
     reported_at: float = float("-inf")
     last_error: str = ""
 
@@ -66,7 +68,7 @@ class Balancer:
         now = self._clock() if now is None else now
         fresh = now - state.reported_at <= REPORT_TTL_S
         calls = state.in_flight + (state.others if fresh else 0)
-        return calls / (state.capacity or self._typical_capacity())
+        return max(calls / (state.capacity or self._typical_capacity()), state.server_load if fresh else 0.0)
 
     def needs_probe(self, endpoint: str) -> bool:
         """It failed before and its time out is over: check its health before sending it a call."""
@@ -79,11 +81,14 @@ class Balancer:
     def finished(self, endpoint: str) -> None:
         self._states[endpoint].in_flight -= 1
 
-    def report(self, endpoint: str, active: int, capacity: int) -> None:
-        """The server's own count, taken while this client had `in_flight` calls there (one of them new)."""
+    def report(self, endpoint: str, active: int, capacity: int, load: float = 0.0) -> None:
+        """The server's own count and load, taken while this client had `in_flight` calls there (one of them new)."""
         state = self._states[endpoint]
         state.others = max(active - state.in_flight, 0)
         state.capacity = capacity
+        # Only what the slots do not explain (the model is behind): this client counts the calls itself,
+        # more freshly than a report that may be 10 s old.
+        state.server_load = load if capacity and load > active / capacity + 1e-6 else 0.0
         state.reported_at = self._clock()
 
     def succeeded(self, endpoint: str) -> None:

@@ -57,5 +57,7 @@ class EndpointStatus:
     active_streams: int = 0
     max_streams: int = 0
     draining: bool = False
+    load: float = 0.0  # the server's own figure, 0 (idle) to 1 (full: new streams are refused)
+    final_lag_p90_s: float = 0.0  # how late its final results were lately (0: too few to tell)
     latency_ms: float = 0.0  # of the status call
     error: str = ""

@@ -23,16 +23,26 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatus(_message.Message):
-    __slots__ = ("model", "active_streams", "max_streams", "draining")
+    __slots__ = ("model", "active_streams", "max_streams", "draining", "load", "queued_windows", "mean_batch_size", "busy_ratio", "final_lag_p90_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BUSY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    FINAL_LAG_P90_S_FIELD_NUMBER: _ClassVar[int]
     model: str
     active_streams: int
     max_streams: int
     draining: bool
-    def __init__(self, model: _Optional[str] = ..., active_streams: _Optional[int] = ..., max_streams: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    load: float
+    queued_windows: int
+    mean_batch_size: float
+    busy_ratio: float
+    final_lag_p90_s: float
+    def __init__(self, model: _Optional[str] = ..., active_streams: _Optional[int] = ..., max_streams: _Optional[int] = ..., draining: _Optional[bool] = ..., load: _Optional[float] = ..., queued_windows: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., busy_ratio: _Optional[float] = ..., final_lag_p90_s: _Optional[float] = ...) -> None: ...
 
 class StreamingConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "interim_results", "enable_word_time_offsets", "enable_voice_activity_events", "prompt", "hotwords", "stream_id", "model")
