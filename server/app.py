@@ -101,7 +101,7 @@ class TranscriberApp:
         self.servicer.stop_sessions()
         remaining = max(grace_s - (time.monotonic() - started), 0.1)
         await self.server.stop(remaining)
-        self.metrics.close()
+        await asyncio.to_thread(self.metrics.close)  # it waits for the HTTP thread's poll (up to 0.5 s)
         log.info("stopped after %.1f s", time.monotonic() - started)
 
 

@@ -32,9 +32,10 @@ APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 class WindowJob:
     audio: np.ndarray  # 16 kHz float32, at most 30 s
     language: str | None  # None: detect (multilingual models only)
-    prompt: str = ""
+    prompt: str = ""  # the caller's: kept whole
     hotwords: str = ""
     prefix: str = ""  # text the window is known to start with: forced, not generated
+    context: str = ""  # settled text before the window: trimmed from its oldest end when a batch needs it
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,25 @@ class _Item:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     alignment: tuple[dict, ...] = ()
+    prefix_tokens: int = 0  # the result starts with the forced prefix
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A window's decoder prompt in its parts: [<|startofprev|> fixed context] start."""
+
+    fixed: list[int]  # hotwords and the caller's prompt
+    context: list[int]
+    start: list[int]  # <|startoftranscript|>..., <|notimestamps|>, the prefix
+
+    @property
+    def before(self) -> int:
+        return len(self.fixed) + len(self.context)
+
+    def tokens(self, sot_prev: int, before: int) -> list[int]:
+        """With `before` tokens ahead of <|startoftranscript|> (the context cut from its oldest end)."""
+        kept = self.fixed + self.context[len(self.context) - (before - len(self.fixed)):]
+        return ([sot_prev] + kept if kept else []) + self.start
 
 
 class BatchDecoder:
@@ -120,22 +140,34 @@ class BatchDecoder:
         return self._tokenizers[language]
 
     def _decode_group(self, items: list[_Item], encoded) -> None:  # type: ignore[no-untyped-def]
-        """Generates and aligns windows of one language, sharing `encoded` (one row per item).
+        """Generates and aligns windows of one language; `encoded` has one row per item.
 
         CTranslate2 decodes a batch only when <|startoftranscript|> sits at the same place in every
-        prompt, so the context before it (previous text, hotwords) is trimmed to the same length, its
-        oldest tokens first; windows without any context are decoded on their own."""
+        prompt, so windows are grouped: a group's settled context is cut to the shortest in it, its
+        oldest tokens first; hotwords and the caller's prompt are never cut (a window whose own
+        are longer than that waits for the next group), and windows without any context go alone."""
         tokenizer = self._tokenizer(items[0].language)
-        prompts = [self._prompt(tokenizer, item.job) for item in items]
-        with_context = [index for index, prompt in enumerate(prompts) if prompt[0] == tokenizer.sot_prev]
-        groups = [indexes for indexes in (with_context, [index for index in range(len(items)) if index not in with_context])
-                  if indexes]
-        if with_context:
-            prompts = _same_start(prompts, with_context, tokenizer.sot_prev, tokenizer.sot)
-        for indexes in groups:
-            group = [items[index] for index in indexes]
-            self._generate_and_align(group, encoded if len(groups) == 1 else self._encode(group),
-                                     [prompts[index] for index in indexes], tokenizer)
+        prompts = [self._prompt(tokenizer, item) for item in items]
+        left = sorted(range(len(items)), key=lambda index: prompts[index].before)
+        groups: list[tuple[list[int], int]] = []
+        while left:
+            before = prompts[left[0]].before
+            members = [index for index in left if len(prompts[index].fixed) <= before
+                       and (before > 0 or prompts[index].before == 0)]
+            groups.append((members, before))
+            left = [index for index in left if index not in members]
+        for members, before in groups:
+            self._generate_and_align([items[index] for index in members],
+                                     encoded if len(groups) == 1 else self._rows(encoded, items, members),
+                                     [prompts[index].tokens(tokenizer.sot_prev, before) for index in members], tokenizer)
+
+    def _rows(self, encoded, items: list[_Item], indexes: list[int]):  # type: ignore[no-untyped-def]
+        """Some rows of the encoder output: sliced on the CPU, encoded again on a GPU (no copy to the host)."""
+        import ctranslate2
+
+        if encoded.device == "cpu":
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[indexes]))
+        return self._encode([items[index] for index in indexes])
 
     def _generate_and_align(self, items: list[_Item], encoded, prompts: list[list[int]], tokenizer) -> None:  # type: ignore[no-untyped-def]
         self._generate(items, encoded, prompts, tokenizer, temperature=0.0)
@@ -143,9 +175,8 @@ class BatchDecoder:
             failing = [index for index, item in enumerate(items) if _needs_fallback(item, tokenizer)]
             if not failing:
                 break
-            retry = [items[index] for index in failing]  # re-encoded: cheap next to sampling BEST_OF hypotheses
-            self._generate(retry, self._encode(retry), [prompts[index] for index in failing], tokenizer,
-                           temperature=temperature)
+            self._generate([items[index] for index in failing], self._rows(encoded, items, failing),
+                           [prompts[index] for index in failing], tokenizer, temperature=temperature)
         text_tokens = [[token for token in item.tokens if token < tokenizer.eot] if _has_speech(item) else []
                        for item in items]
         if not any(text_tokens):
@@ -157,10 +188,17 @@ class BatchDecoder:
         for item, tokens, alignment in zip(items, text_tokens, alignments):
             item.alignment = tuple(alignment) if tokens else ()
 
-    def _prompt(self, tokenizer, job: WindowJob) -> list[int]:  # type: ignore[no-untyped-def]
-        previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt.strip() else []
-        return self._model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=True,
-                                      hotwords=job.hotwords or None, prefix=job.prefix or None)
+    def _prompt(self, tokenizer, item: _Item) -> _Prompt:  # type: ignore[no-untyped-def]
+        """Whisper's prompt as faster-whisper builds it, but hotwords also with a prefix, and in parts."""
+        def encoded(text: str) -> list[int]:
+            return tokenizer.encode(" " + text.strip()) if text.strip() else []
+
+        room = self._model.max_length // 2 - 1  # faster-whisper's limit for the text before <|startoftranscript|>
+        fixed = (encoded(item.job.hotwords) + encoded(item.job.prompt))[:room]
+        context = encoded(item.job.context)[len(fixed) - room:] if len(fixed) < room else []
+        prefix = encoded(item.job.prefix)[: self._model.max_length // 2 - 1]
+        item.prefix_tokens = len(prefix)
+        return _Prompt(fixed, context, [*tokenizer.sot_sequence, tokenizer.no_timestamps, *prefix])
 
     def _generate(self, items: list[_Item], encoded, prompts: list[list[int]], tokenizer,  # type: ignore[no-untyped-def]
                   *, temperature: float) -> None:
@@ -179,17 +217,6 @@ class BatchDecoder:
                 item.tokens, item.avg_logprob, item.no_speech_prob = tuple(tokens), avg_logprob, result.no_speech_prob
 
 
-def _same_start(prompts: list[list[int]], indexes: list[int], sot_prev: int, sot: int) -> list[list[int]]:
-    """The prompts, those at `indexes` (each [<|startofprev|>, context..., <|startoftranscript|>, ...]) cut to
-    the same context length by dropping their oldest context tokens."""
-    lengths = {index: prompts[index].index(sot) - 1 for index in indexes}
-    shortest = min(lengths.values())
-    trimmed = list(prompts)
-    for index, length in lengths.items():
-        trimmed[index] = [sot_prev] + prompts[index][1 + length - shortest:]
-    return trimmed
-
-
 def _compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / max(len(zlib.compress(data)), 1)
@@ -200,9 +227,11 @@ def _has_speech(item: _Item) -> bool:
 
 
 def _needs_fallback(item: _Item, tokenizer) -> bool:  # type: ignore[no-untyped-def]
+    """Whisper's checks on what the model wrote (not on the forced prefix): a loop, or little confidence.
+    The log-probability covers the prefix too: CTranslate2 returns one score per sequence."""
     if not _has_speech(item):
         return False
-    text = tokenizer.decode(item.tokens).strip()
+    text = tokenizer.decode(list(item.tokens[item.prefix_tokens:])).strip()
     return _compression_ratio(text) > COMPRESSION_RATIO_LIMIT or item.avg_logprob < LOG_PROB_LIMIT
 
 

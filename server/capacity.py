@@ -8,6 +8,7 @@ admits a stream, so that the streams already admitted keep their latency.
 from __future__ import annotations
 
 import math
+import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -26,38 +27,49 @@ class LagTracker:
 
     def __init__(self) -> None:
         self._lags: deque[tuple[float, float]] = deque()  # (recorded at, lag seconds)
+        self._lock = threading.Lock()  # the metrics thread reads too
         self.observe: Callable[[float], None] = lambda lag_s: None  # metrics hook
 
     def record(self, lag_s: float, now: float) -> None:
-        self._lags.append((now, lag_s))
+        with self._lock:
+            self._lags.append((now, lag_s))
+            self._forget(now)
         self.observe(lag_s)
 
     def p90(self, now: float) -> float:
         """The 90th percentile lately, or NaN when too few words were final lately."""
+        with self._lock:
+            self._forget(now)
+            lags = [lag for _, lag in self._lags]
+        return float(np.percentile(lags, 90)) if len(lags) >= MIN_WORDS else math.nan
+
+    def _forget(self, now: float) -> None:
         while self._lags and self._lags[0][0] < now - LAG_WINDOW_S:
             self._lags.popleft()
-        if len(self._lags) < MIN_WORDS:
-            return math.nan
-        return float(np.percentile([lag for _, lag in self._lags], 90))
 
 
 class ArrivalClock:
-    """When each stretch of one stream's audio arrived, to time its results against."""
+    """When each stretch of one stream's audio was due, to time its results against: when it arrived, but
+    never before real time would have brought it (a client replaying a backlog after a failover sends
+    a minute of audio at once; its words are not a minute late)."""
 
     def __init__(self) -> None:
         self._ends_s: list[float] = []  # stream offsets where each message's audio ended
         self._times: list[float] = []
+        self._origin = math.nan  # when offset 0 would have been spoken, had the audio come in real time
 
     def add(self, end_s: float, at: float) -> None:
+        if not self._times:
+            self._origin = at - end_s
         self._ends_s.append(end_s)
         self._times.append(at)
 
     def at(self, offset_s: float) -> float | None:
-        """When the audio at `offset_s` had arrived, or None before any audio."""
+        """When the audio at `offset_s` was due, or None before any audio."""
         if not self._times:
             return None
         index = min(bisect_left(self._ends_s, offset_s - 1e-6), len(self._times) - 1)
-        return self._times[index]
+        return max(self._times[index], self._origin + offset_s)
 
     def forget_before(self, offset_s: float) -> None:
         drop = bisect_left(self._ends_s, offset_s) - 1

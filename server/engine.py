@@ -44,6 +44,7 @@ class DecodeOptions:
     prompt: str = ""
     hotwords: str = ""
     prefix: str = ""  # streaming: the start of the window's text, already settled
+    context: str = ""  # streaming: settled text before the window
 
 
 class Engine(Protocol):
@@ -73,13 +74,15 @@ def embedded_model_path() -> str:
 
 
 def resolve_workers(device: str, workers: int, threads: int) -> tuple[int, int]:
-    """Decode workers and CPU threads each: 0 means one worker on a GPU; on a CPU one per core (up to 4),
-    the cores shared out among them."""
-    cores = os.cpu_count() or 1
+    """Decode workers and CPU threads each, for 0 (auto): one worker on a GPU; on a CPU, the cores this
+    process may use shared out, one 1-thread worker per core (up to 4) unless threads per worker are set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers == 0:
-        workers = 1 if device == "cuda" else min(cores, 4)
+        workers = 1 if device == "cuda" else max(min(cores // max(threads, 1), 4), 1)
     if threads == 0:
         threads = max(cores // workers, 1)
+    if device == "cpu" and workers * threads > cores:
+        log.warning("%d decode workers x %d threads on %d cores: they will slow each other down", workers, threads, cores)
     return workers, threads
 
 
@@ -143,7 +146,8 @@ class WhisperEngine:
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
         decoded = await self.scheduler.decode(
-            WindowJob(audio, options.language, prompt=options.prompt, hotwords=options.hotwords, prefix=options.prefix),
+            WindowJob(audio, options.language, prompt=options.prompt, hotwords=options.hotwords, prefix=options.prefix,
+                      context=options.context),
             due_at)
         return Hypothesis(words=decoded.words, language=decoded.language)
 

@@ -58,6 +58,7 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+            self.port = 0
 
 
 class _LoadCollector(Collector):

@@ -215,8 +215,8 @@ class StreamPolicy:
             self._cut(end_s - self._options.keep_silence_s)
 
     def _prefix(self, end_s: float) -> str:
-        """Committed words inside the window (it starts at a pause before them): decoding them again costs
-        most of a decode and may change nothing, so the model is given them as already said."""
+        """Committed words inside the window (it starts at a pause before them): the model is given them as
+        already said, so it does not search for them again and cannot hear them differently."""
         return "".join(word.text for word in self._recent if word.start_s >= self._start_s and word.end_s <= end_s).strip()
 
     def _prompt(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class _Request:
     job: WindowJob | None = field(compare=False)  # None: `solo` work
     solo: Callable[[], Any] | None = field(compare=False)
     future: asyncio.Future = field(compare=False)
+    submitted_at: float = field(compare=False, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Load:
     queued: int  # windows waiting for the worker now
     busy_ratio: float  # share of the last LOAD_WINDOW_S the worker spent decoding
     mean_batch: float  # windows per batch, lately
-    cycle_s: float  # wait plus decode of a window, lately (0: none)
+    cycle_s: float  # wait plus decode of a window, lately, or how long the oldest one has waited if longer
 
 
 class InferenceScheduler:
@@ -64,6 +66,7 @@ class InferenceScheduler:
         self._batches: deque[tuple[float, float, int]] = deque()  # (ended at, decode seconds, windows; 0: solo work)
         self._running: list[_Request] = []  # the batches on the model now
         self._cycles: deque[tuple[float, float]] = deque()  # (ended at, submit-to-result seconds)
+        self._records = threading.Lock()  # load() is also read by the metrics thread
         self.on_batch: Callable[[int, float], None] = lambda size, seconds: None  # metrics hook
 
     async def decode(self, job: WindowJob, due_at: float | None = None) -> Decoded:
@@ -76,30 +79,44 @@ class InferenceScheduler:
 
     async def _submit(self, job: WindowJob | None, solo: Callable[[], Any] | None, due_at: float | None) -> Any:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (tests run servers one after another on one engine)
+        # A new event loop: tests run servers one after another on one engine (one loop at a time).
+        if self._loop is not loop:
             self._loop, self._arrived, self._waiting, self._worker = loop, asyncio.Event(), [], None
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="inference-scheduler")
         submitted_at = self._clock()
         request = _Request(due_at if due_at is not None else submitted_at, next(self._order), job, solo,
-                           loop.create_future())
+                           loop.create_future(), submitted_at)
         self._waiting.append(request)
         self._arrived.set()
         result = await request.future  # cancelled: the worker skips it, or drops its result
-        self._cycles.append((self._clock(), self._clock() - submitted_at))
+        if job is not None:  # a file's time says nothing about how long a window waits
+            now = self._clock()
+            with self._records:
+                self._cycles.append((now, now - submitted_at))
+                self._forget(now)
         return result
 
     def load(self) -> Load:
         now = self._clock()
-        for records in (self._batches, self._cycles):
-            while records and records[0][0] < now - LOAD_WINDOW_S:
-                records.popleft()
-        busy_s = sum(seconds for _, seconds, _ in self._batches)
-        windows = [size for _, _, size in self._batches if size]
+        with self._records:
+            self._forget(now)
+            busy_s = sum(seconds for _, seconds, _ in self._batches)
+            windows = [size for _, _, size in self._batches if size]
+            cycles = [seconds for _, seconds in self._cycles]
+        # A model so far behind that no window finished lately still shows: by the oldest window not done.
+        oldest_s = max((now - request.submitted_at for request in [*self._waiting, *self._running]
+                        if request.job is not None and not request.future.done()), default=0.0)
         return Load(queued=self._windows_waiting(),
                     busy_ratio=min(busy_s / (LOAD_WINDOW_S * self._workers), 1.0),
                     mean_batch=sum(windows) / len(windows) if windows else 0.0,
-                    cycle_s=sum(seconds for _, seconds in self._cycles) / len(self._cycles) if self._cycles else 0.0)
+                    cycle_s=max(sum(cycles) / len(cycles) if cycles else 0.0, oldest_s))
+
+    def _forget(self, now: float) -> None:
+        """Drops records older than LOAD_WINDOW_S (on every append too: nothing may read them for hours)."""
+        for records in (self._batches, self._cycles):
+            while records and records[0][0] < now - LOAD_WINDOW_S:
+                records.popleft()
 
     async def close(self) -> None:
         """Stops the worker (after the thread it waits for) and cancels every caller still waiting."""
@@ -124,6 +141,7 @@ class InferenceScheduler:
                     continue
                 batch = await self._next_batch()
                 if batch:
+                    self._running += batch  # before the task starts: close() must find it
                     task = asyncio.create_task(self._run(batch))
                     batches.add(task)
                     task.add_done_callback(batches.discard)
@@ -158,11 +176,13 @@ class InferenceScheduler:
         return sum(1 for request in self._waiting if request.job is not None and not request.future.done())
 
     async def _run(self, batch: list[_Request]) -> None:
-        self._running += batch
         try:
             await self._decode_and_answer(batch)
         finally:
             self._running = [request for request in self._running if request not in batch]
+            for request in batch:  # whatever went wrong, no caller waits for ever
+                if not request.future.done():
+                    request.future.cancel()
 
     async def _decode_and_answer(self, batch: list[_Request]) -> None:
         started = self._clock()
@@ -178,9 +198,8 @@ class InferenceScheduler:
                 outcomes = [result[0] if isinstance(result, list) else result for result in outcomes]
             else:
                 outcomes = outcome if isinstance(outcome, list) else [outcome]
-        elapsed_s = self._clock() - started
-        self._batches.append((self._clock(), elapsed_s, len(batch) if batch[0].job is not None else 0))
-        self.on_batch(len(batch) if batch[0].job is not None else 0, elapsed_s)
+        if len(outcomes) != len(batch):
+            outcomes = [RuntimeError(f"the decoder returned {len(outcomes)} results for {len(batch)} windows")] * len(batch)
         for request, result in zip(batch, outcomes):
             if request.future.done():
                 continue  # its stream went away while it was decoded
@@ -188,6 +207,15 @@ class InferenceScheduler:
                 request.future.set_exception(result)
             else:
                 request.future.set_result(result)
+        now = self._clock()
+        windows = len(batch) if batch[0].job is not None else 0
+        with self._records:
+            self._batches.append((now, now - started, windows))
+            self._forget(now)
+        try:
+            self.on_batch(windows, now - started)
+        except Exception:  # metrics must never cost a stream its words
+            log.exception("the batch hook failed")
 
     @staticmethod
     async def _outcome(work: Callable[[], Any]) -> Any:

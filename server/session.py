@@ -163,10 +163,9 @@ class StreamSession:
 
     async def _decode(self, window: Window) -> list[Word]:
         started = time.perf_counter()
-        prompt = " ".join(part for part in (self._config.prompt, window.prompt) if part)
         hypothesis = await self._engine.transcribe(
-            window.audio, DecodeOptions(language=self._language, prompt=prompt, hotwords=self._config.hotwords,
-                                        prefix=window.prefix),
+            window.audio, DecodeOptions(language=self._language, prompt=self._config.prompt,
+                                        hotwords=self._config.hotwords, prefix=window.prefix, context=window.prompt),
             due_at=self._arrivals.at(window.end_s))
         self._decodes += 1
         self._decode_s += time.perf_counter() - started
@@ -179,8 +178,8 @@ class StreamSession:
         now = time.monotonic()
         for word in final:
             arrived = self._arrivals.at(word.end_s)
-            if arrived is not None:
-                self._lags.record(now - arrived, now)
+            if arrived is not None:  # audio sent faster than real time is not due yet: no lag
+                self._lags.record(max(now - arrived, 0.0), now)
         self._arrivals.forget_before(self._policy.settled_s - 1.0)
 
     def _response(self, *, results: list[pb.StreamingResult] | None = None,

@@ -33,7 +33,7 @@ class ServerSettings:
     decode_workers: int = 0
     # The encoder sees the batch's longest window plus encoder_pad_s of silence, and at least encoder_min_s,
     # not always 30 s: a third of the encoder's compute for most windows, with the same WER (docs/benchmarks.md;
-    # under 20 s Whisper repeated whole sentences). encoder_pad_s -1: always 30 s, as faster-whisper does.
+    # under 20 s Whisper repeated whole sentences). A negative encoder_pad_s: always 30 s, as faster-whisper.
     encoder_pad_s: float = 5.0
     encoder_min_s: float = 20.0
     # Honest admission: while the recent p90 final lag or the mean decode cycle (wait plus decode of a
@@ -67,7 +67,8 @@ class ServerSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     reflection: bool = True
-    # Prometheus /metrics over HTTP on this port (0: any free port, -1: off); Cloud Run's sidecar scrapes it.
+    # Prometheus /metrics over HTTP, without auth, on this port of `host` (0: any free port, -1: off);
+    # Cloud Run's sidecar scrapes it on localhost, and Cloud Run exposes only `port`.
     metrics_port: int = 9464
     # Set: every call but health needs `authorization: Bearer <token>`. Prefer the env var (flags show in `ps`).
     auth_token: str = field(default="", repr=False)
@@ -76,6 +77,10 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be -1 (off), 0 (any free port) or a port (got {self.metrics_port})")
+        if not 0 <= self.encoder_min_s <= 30:
+            raise ValueError(f"encoder_min_s must be 0 to 30 (got {self.encoder_min_s})")
         if self.max_batch < 1 or self.decode_workers < 0 or self.cpu_threads < 0:
             raise ValueError(f"need max_batch >= 1, decode_workers >= 0 and cpu_threads >= 0 (got {self.max_batch}, "
                              f"{self.decode_workers}, {self.cpu_threads})")

@@ -42,9 +42,10 @@ def engine() -> WhisperEngine:
 
 @pytest.fixture(scope="module")
 def decoder(engine: WhisperEngine) -> BatchDecoder:
-    """The engine's model with the server's default batch settings (beam 5, encoder_pad_s 5)."""
+    """The engine's model with the server's default batch settings (beam 5, encoder_pad_s 5, encoder_min_s 20)."""
     settings = ServerSettings()
-    return BatchDecoder(engine._model, beam_size=settings.beam_size, encoder_pad_s=settings.encoder_pad_s)
+    return BatchDecoder(engine._model, beam_size=settings.beam_size, encoder_pad_s=settings.encoder_pad_s,
+                        encoder_min_s=settings.encoder_min_s)
 
 
 def samples(item: dict, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
@@ -207,3 +208,36 @@ def test_four_streams_at_once_are_batched_and_keep_their_accuracy(server, speech
     assert 0.0 < last.busy_ratio <= 1.0
     assert last.final_lag_p90_s > 0.0, "over 20 final words in the last 30 s, yet no lag figure"
     assert last.queued_windows == 0 and last.active_streams == 0
+
+
+def test_hotwords_and_the_callers_prompt_stay_whole_beside_a_prefix_and_short_contexts(decoder, speech, monkeypatch):
+    """CTranslate2 needs <|startoftranscript|> at one place in a batch: settled context is cut to line windows
+    up, never hotwords or the caller's prompt, and a window whose own are longer decodes in another group."""
+    audio = samples(speech["jfk_inaugural_1961"], 0.0, 8.0)
+    jobs = [WindowJob(audio, "en", hotwords="Kennedy inaugural", prompt="A speech.", prefix="And so, my fellow",
+                      context="a long settled context " * 8),
+            WindowJob(audio, "en", context="short"),
+            WindowJob(audio, "en", context="a long settled context " * 8),
+            WindowJob(audio, "en")]
+    groups: list[list[list[int]]] = []
+    original = decoder._generate_and_align
+
+    def recording(items, encoded, prompts, tokenizer):  # type: ignore[no-untyped-def]
+        groups.append(prompts)
+        return original(items, encoded, prompts, tokenizer)
+
+    monkeypatch.setattr(decoder, "_generate_and_align", recording)
+    results = decoder.decode(jobs)
+    tokenizer = decoder._tokenizer("en")
+    for prompts in groups:
+        assert len({prompt.index(tokenizer.sot) for prompt in prompts}) == 1, "one start position per generate call"
+    flat = [prompt for prompts in groups for prompt in prompts]
+    hotwords = tokenizer.encode(" Kennedy inaugural")
+    assert any(prompt[1:1 + len(hotwords)] == hotwords for prompt in flat), "hotwords were dropped"
+    caller = tokenizer.encode(" A speech.")
+    assert any(prompt[1 + len(hotwords):1 + len(hotwords) + len(caller)] == caller for prompt in flat), "prompt cut"
+    assert len(groups) == 3, "no context / the short context with the long one cut / the hotwords' own"
+    assert [len(prompts) for prompts in groups] == [1, 2, 1]
+    for result in results:
+        assert "country" in text(result) or "fellow" in text(result)
+    assert text(results[0]).startswith("And so, my fellow"), "the prefix comes back first"

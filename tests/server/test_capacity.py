@@ -75,7 +75,7 @@ def test_arrival_clock_maps_an_offset_to_the_message_whose_audio_covers_it():
     assert arrivals.at(0.1001) == pytest.approx(50.1)
     assert arrivals.at(0.25) == pytest.approx(50.2)
     assert arrivals.at(0.5) == pytest.approx(50.4)
-    assert arrivals.at(7.0) == pytest.approx(50.4), "beyond the end: the last message"
+    assert arrivals.at(7.0) == pytest.approx(56.9), "beyond the end: when real time would bring it"
 
 
 def test_forget_before_keeps_the_answers_from_that_offset_on():
@@ -96,6 +96,16 @@ def test_forget_before_keeps_the_answers_from_that_offset_on():
 
 
 # -- refusal() ------------------------------------------------------------------------------------------------
+
+def test_a_backlog_sent_at_once_is_timed_as_if_it_came_in_real_time():
+    """A client replaying a minute after a failover: its words are not a minute late."""
+    clock = ArrivalClock()
+    for index in range(600):  # 60 s of 100 ms messages within 0.6 s
+        clock.add((index + 1) * 0.1, at=1000.0 + index * 0.001)
+    assert clock.at(0.1) == pytest.approx(1000.0)
+    assert clock.at(30.0) == pytest.approx(1000.0 + 29.9)
+    assert clock.at(60.0) == pytest.approx(1000.0 + 59.9)
+
 
 def test_refusal_names_the_lag_or_the_decode_cycle_or_nothing():
     assert refusal(IDLE, math.nan, LIMITS) is None, "no lag figure: no reason to refuse"

@@ -400,6 +400,50 @@ async def test_solo_work_does_not_pull_mean_batch_down():
     await scheduler.close()
 
 
+async def test_a_file_does_not_count_as_a_decode_cycle():
+    """Otherwise one long file would read as a model far behind and refuse every new stream."""
+    clock = FakeClock()
+    scheduler = InferenceScheduler(FakeDecoder(), max_batch=4, batch_wait_s=0.0, clock=clock)
+
+    def slow_file() -> str:
+        clock.now += 30.0
+        return "done"
+
+    assert await scheduler.run_solo(slow_file) == "done"
+    assert scheduler.load().cycle_s == 0.0
+    await scheduler.close()
+
+
+async def test_a_window_waiting_long_shows_in_the_cycle_before_any_finishes():
+    """A model so far behind that nothing finished lately must not look idle to admission."""
+    clock = FakeClock()
+    gate = threading.Event()
+    decoder = FakeDecoder(gate=gate)
+    scheduler = InferenceScheduler(decoder, max_batch=4, batch_wait_s=0.0, clock=clock)
+    stuck = asyncio.create_task(scheduler.decode(job("w0")))
+    await until(lambda: decoder.entered.is_set())
+    clock.now += 7.0
+    assert scheduler.load().cycle_s == pytest.approx(7.0)
+    gate.set()
+    await stuck
+    await scheduler.close()
+
+
+async def test_a_failing_batch_hook_or_a_short_result_never_leaves_a_caller_waiting():
+    scheduler = InferenceScheduler(FakeDecoder(), max_batch=4, batch_wait_s=0.0)
+
+    def broken_hook(windows: int, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    scheduler.on_batch = broken_hook
+    assert text(await scheduler.decode(job("w1"))) == "w1", "the hook's failure must not cost the words"
+    short = InferenceScheduler(lambda jobs: [], max_batch=4, batch_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="0 results for 1 windows"):
+        await asyncio.wait_for(short.decode(job("w2")), 5)
+    await scheduler.close()
+    await short.close()
+
+
 # -- event loops ----------------------------------------------------------------------------------------------
 
 def test_a_second_event_loop_gets_a_working_scheduler():
