@@ -103,7 +103,9 @@ def start_server(system: str, args: argparse.Namespace) -> tuple[subprocess.Pope
     if system == "transcriber":
         # Admission is off here: the benchmark measures what N streams do to latency, not who gets in.
         flags = ["--port", str(port), "--model", args.model, "--device", args.device,
-                 "--decode-workers", str(args.cpu_threads), "--cpu-threads", "1",  # the same threads in all
+                 # The same threads in all: on a CPU as 1-thread decode workers; one worker (one model copy) on a GPU.
+                 "--decode-workers", "1" if args.device == "cuda" else str(args.cpu_threads),
+                 "--cpu-threads", str(args.cpu_threads) if args.device == "cuda" else "1",
                  "--max-streams", "64", "--admit-max-lag-s", "1e9",
                  "--admit-max-cycle-s", "1e9", "--log-level", "WARNING", *args.server_flag]
         server = subprocess.Popen([sys.executable, "-m", "transcriber_server", *flags])
@@ -148,6 +150,8 @@ def warm_up(system: str, port: int, pcm: bytes) -> None:
 async def paced(pcm: bytes, run: sb.StreamRun, realtime: bool) -> AsyncIterator[bytes]:
     """100 ms chunks on a monotonic schedule, as a microphone delivers them."""
     for index, chunk in enumerate(chunked(pcm, RATE, chunk_s=CHUNK_S)):
+        if index == 0:
+            run.t0_s = time.monotonic()  # the clock starts with the first chunk, as WhisperLive's does
         if realtime:
             await asyncio.sleep(max(run.t0_s + index * CHUNK_S - time.monotonic(), 0.0))
         run.last_audio_s = time.monotonic()
@@ -161,10 +165,14 @@ async def stream_call(system: str, port: int, pcm: bytes, realtime: bool = True)
         seen = wl.timeline(run)
         arrivals = [sb.Arrival(segment.at_s, True, segment.text, _words(segment.text)) for segment in seen.completed]
         arrivals += [sb.Arrival(segment.at_s, False, segment.text, _words(segment.text)) for segment in seen.interims]
+        if seen.tail_uncompleted:  # never completed, but in its transcript: final when the connection ended
+            ended_at = run.closed_at if not math.isnan(run.closed_at) else run.arrivals[-1].at_s
+            tail = run.arrivals[-1].segments[-1].text.strip()  # what wl.timeline appended to the transcript
+            arrivals.append(sb.Arrival(ended_at, True, tail, _words(tail)))
         stamped = sb.StreamRun(t0_s=run.t0, last_audio_s=run.last_audio_at)
         stamped.arrivals = sorted(arrivals, key=lambda arrival: arrival.at_s)
         return stamped, seen.final_text
-    stamped = sb.StreamRun(t0_s=time.monotonic())
+    stamped = sb.StreamRun(t0_s=math.nan)  # set by the first chunk
     async with AsyncClient(endpoints=[f"127.0.0.1:{port}"]) as client:
         async for update in client.stream(paced(pcm, stamped, realtime), sample_rate=RATE, language="en"):
             stamped.arrivals.append(sb.Arrival(time.monotonic(), update.is_final, update.text, update.words))
@@ -213,8 +221,9 @@ def run_level(system: str, streams: int, programs: list[list[tuple[dict, bytes, 
     measured = [one for calls, _ in results for one in calls]
     failed = [why for _, failures in results for why in failures]
     figures = sb.figures(f"{system} x{streams}", measured) if measured else {}
-    if figures:
-        figures["cpu_s_per_audio_s"] = cpu_used_s / figures["audio_s"]
+    if figures:  # over all the audio sent, failed calls included
+        sent_s = sum(item["duration_s"] for index in range(streams) for item, _, _ in programs[index % len(programs)])
+        figures["cpu_s_per_audio_s"] = cpu_used_s / sent_s
     calls = [{"id": one.id, "wer_stream_ref": sb.wer_percent([one.texts["reference"]], [one.texts["stream"]]),
               "wer_offline_ref": sb.wer_percent([one.texts["reference"]], [one.texts["offline"]]), **one.texts}
              for one in measured]
@@ -227,7 +236,7 @@ def run_level(system: str, streams: int, programs: list[list[tuple[dict, bytes, 
 def long_program(items: list[dict], offline: dict[str, sb.Offline], args: argparse.Namespace) -> tuple[dict, bytes, sb.Offline]:
     """The recordings back to back, repeated to --long-minutes, with the offline words shifted to match."""
     target_samples = int(args.long_minutes * 60 * RATE)
-    parts, words, texts, offset = [], [], [], 0
+    parts, words, texts, offline_texts, offset = [], [], [], [], 0
     while offset < target_samples:
         for item in items:
             pcm, _ = read_pcm16(str(args.speech_dir / item["file"]))
@@ -236,13 +245,13 @@ def long_program(items: list[dict], offline: dict[str, sb.Offline], args: argpar
             words += [Word(word.text, word.start_s + offset / RATE, word.end_s + offset / RATE, word.probability)
                       for word in offline[item["id"]].words]
             texts.append(item["text"])
+            offline_texts.append(offline[item["id"]].text)
             offset += samples.size
             if offset >= target_samples:
                 break
     pcm = np.concatenate(parts).astype("<i2").tobytes()
     item = {"id": f"long_{args.long_minutes:g}min", "duration_s": offset / RATE, "text": " ".join(texts)}
-    text = " ".join(offline[one["id"]].text for one in items)
-    return item, pcm, sb.Offline(text=text, words=tuple(words))
+    return item, pcm, sb.Offline(text=" ".join(offline_texts), words=tuple(words))
 
 
 def run_long(system: str, long: tuple[dict, bytes, sb.Offline], programs: list, args: argparse.Namespace) -> dict:

@@ -290,7 +290,7 @@ class SeenSegment(NamedTuple):
 @dataclass(frozen=True)
 class Timeline:
     final_text: str
-    completed: list[SeenSegment]  # each completed segment, when first seen completed
+    completed: list[SeenSegment]  # the completed segments kept in the transcript, when first seen completed
     interims: list[SeenSegment]  # each distinct interim text, when first seen
     tail_uncompleted: bool  # the final text ends with an interim segment the server never completed
 
