@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
 
 EMBEDDED_MODEL = "tiny.en"
+GPU_BATCH = 8  # windows per batch on a GPU unless set (not measured here: no GPU was at hand)
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -122,10 +123,11 @@ class WhisperEngine:
         decoder = BatchDecoder(self._model, beam_size=settings.beam_size,
                                encoder_pad_s=settings.encoder_pad_s if settings.encoder_pad_s >= 0 else None,
                                encoder_min_s=settings.encoder_min_s)
-        self.scheduler = InferenceScheduler(decoder.decode, max_batch=settings.max_batch,
+        max_batch = settings.max_batch or (GPU_BATCH if device == "cuda" else 1)
+        self.scheduler = InferenceScheduler(decoder.decode, max_batch=max_batch,
                                             batch_wait_s=settings.batch_wait_s, workers=workers)
-        log.info("loaded model %s (%s) on %s with %s, %d decode workers of %d threads", settings.model, path, device,
-                 compute_type, workers, threads)
+        log.info("loaded model %s (%s) on %s with %s, %d decode workers of %d threads, batches of up to %d",
+                 settings.model, path, device, compute_type, workers, threads, max_batch)
 
     def check_language(self, language_code: str) -> str | None:
         code = language_code.strip().lower().split("-")[0]

@@ -25,8 +25,9 @@ class ServerSettings:
     compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU
     cpu_threads: int = 0  # per decode worker; 0: the CPU's cores shared out among the workers
     # The scheduler decodes the windows of several streams in one batch: up to max_batch of them,
-    # waiting up to batch_wait_s for others to join when fewer are ready.
-    max_batch: int = 8
+    # waiting up to batch_wait_s for others to join when fewer are ready. 0: 8 on a GPU, 1 on a CPU, where
+    # a batch cost more per window than windows one by one (bench/step_cost.py; docs/benchmarks.md).
+    max_batch: int = 0
     batch_wait_s: float = 0.02
     # Batches decoded at once, each on its own CTranslate2 worker with cpu_threads threads. 0: one on a GPU;
     # one per core (up to 4) on a CPU, where two 1-thread workers beat one 2-thread worker (docs/benchmarks.md).
@@ -81,8 +82,8 @@ class ServerSettings:
             raise ValueError(f"metrics_port must be -1 (off), 0 (any free port) or a port (got {self.metrics_port})")
         if not 0 <= self.encoder_min_s <= 30:
             raise ValueError(f"encoder_min_s must be 0 to 30 (got {self.encoder_min_s})")
-        if self.max_batch < 1 or self.decode_workers < 0 or self.cpu_threads < 0:
-            raise ValueError(f"need max_batch >= 1, decode_workers >= 0 and cpu_threads >= 0 (got {self.max_batch}, "
+        if self.max_batch < 0 or self.decode_workers < 0 or self.cpu_threads < 0:
+            raise ValueError(f"need max_batch, decode_workers and cpu_threads >= 0 (got {self.max_batch}, "
                              f"{self.decode_workers}, {self.cpu_threads})")
         if self.batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be 0 or more (got {self.batch_wait_s})")

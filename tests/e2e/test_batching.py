@@ -37,7 +37,7 @@ SHORT = ["vctk_p225_001", "librivox_sense_sensibility_0880", "cmu_arctic_aew_a00
 
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
-    return WhisperEngine(ServerSettings(cpu_threads=2))
+    return WhisperEngine(ServerSettings(cpu_threads=2, max_batch=4))  # a CPU batches only when told to
 
 
 @pytest.fixture(scope="module")
