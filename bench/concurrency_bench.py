@@ -331,33 +331,32 @@ def plot(levels: list[Level], longs: list[dict], out: Path) -> list[Path]:
         for key, style in (("final_lag_p50_s", "-o"), ("final_lag_p90_s", "--s")):
             axis.plot([level.streams for level in rows], [level.figures[key] for level in rows], style,
                       label=f"{system} {'median' if 'p50' in key else 'p90'}")
-    axis.axhline(LAG_BAR_S, color="grey", linewidth=0.8)
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
-    axis.set_xlabel("concurrent real-time streams")
-    axis.set_ylabel("final lag (s)")
-    axis.set_title("Final-result lag against the number of streams")
-    axis.legend()
-    figure.tight_layout()
-    written.append(out / "lag_vs_streams.png")
-    figure.savefig(written[-1], dpi=120)
-    plt.close(figure)
+    written.append(_finish(plt, figure, axis, "concurrent real-time streams", "final lag (s)",
+                           "Final-result lag against the number of streams", out / "lag_vs_streams.png"))
     if longs:
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for long in longs:
             points = sorted(long["lag_over_time"])
             axis.plot([at for at, _ in points], [lag for _, lag in points], ".", markersize=3,
                       label=f"{long['system']} ({long['streams']} streams)")
-        axis.axhline(LAG_BAR_S, color="grey", linewidth=0.8)
-        axis.set_xlabel("audio time (s)")
-        axis.set_ylabel("final lag of each word (s)")
-        axis.set_title("Final lag over a long stream")
-        axis.legend()
-        figure.tight_layout()
-        written.append(out / "lag_over_time.png")
-        figure.savefig(written[-1], dpi=120)
-        plt.close(figure)
+        written.append(_finish(plt, figure, axis, "audio time (s)", "final lag of each word (s)",
+                               "Final lag over a long stream", out / "lag_over_time.png"))
     return written
+
+
+def _finish(plt, figure, axis, xlabel: str, ylabel: str, title: str, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Labels a plot, marks the 3 s bar, saves it as a PNG."""
+    axis.axhline(LAG_BAR_S, color="grey", linewidth=0.8)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def merge(folders: list[Path], out: Path) -> None:
