@@ -145,10 +145,12 @@ class InferenceScheduler:
                     task = asyncio.create_task(self._run(batch))
                     batches.add(task)
                     task.add_done_callback(batches.discard)
-        finally:
+        except asyncio.CancelledError:  # close(): the batches in flight wait for their threads, then go
             for task in batches:
                 task.cancel()
-            await asyncio.gather(*batches, return_exceptions=True)
+            if batches:
+                await asyncio.gather(*batches, return_exceptions=True)
+            raise
 
     async def _next_batch(self) -> list[_Request]:
         """The most overdue request and, unless it runs alone, up to max_batch - 1 more windows."""
