@@ -60,7 +60,7 @@ class Window:
     final: bool  # everything heard in this window settles as final
     decode: bool = True  # False: settle the interim words of the last decode, without a new one
     through_s: float = 0.0  # the audio up to here counts as processed (silence after end_s included)
-    prefix: str = ""  # the committed words heard in this audio: the model takes them as said, not decodes them again
+    prefix: str = ""  # words the window is known to start with: the model takes them as said (unused: see docs)
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,6 @@ class StreamPolicy:
             audio = self._audio[: round((audio_end_s - self._start_s) * SAMPLE_RATE)]
             # A window that hit the cap settles too: otherwise it could never move on.
             return Window(audio=audio, start_s=self._start_s, end_s=audio_end_s, prompt=self._prompt(),
-                          prefix=self._prefix(audio_end_s),
                           final=settling or at_cap, through_s=end_s)
 
     def _target(self) -> tuple[float | None, bool]:
@@ -213,11 +212,6 @@ class StreamPolicy:
         self._decoded_s = max(self._decoded_s, end_s)
         if end_s - self._start_s > self._options.trim_window_s:
             self._cut(end_s - self._options.keep_silence_s)
-
-    def _prefix(self, end_s: float) -> str:
-        """Committed words inside the window (it starts at a pause before them): the model is given them as
-        already said, so it does not search for them again and cannot hear them differently."""
-        return "".join(word.text for word in self._recent if word.start_s >= self._start_s and word.end_s <= end_s).strip()
 
     def _prompt(self) -> str:
         """Committed text before the window: the audio of later committed words is in the window itself."""
