@@ -18,12 +18,14 @@ from .errors import InvalidRequest
 from .policy import Word
 from .scheduler import InferenceScheduler, Load
 from .settings import ServerSettings
+from .vad import FrameScorer, SileroScorer
 
 log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
 
 EMBEDDED_MODEL = "tiny.en"
 GPU_BATCH = 8  # windows per batch on a GPU unless set (not measured here: no GPU was at hand)
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -54,8 +56,9 @@ class Engine(Protocol):
     def check_language(self, language_code: str) -> str | None:
         """Returns the language to decode with (None: detect). Raises InvalidRequest for unknown codes."""
 
-    def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """Voice-activity probability of each 512-sample frame of 16 kHz audio."""
+    def voice_scorer(self) -> FrameScorer:
+        """A new voice-activity scorer for one stream: 512-sample frames of 16 kHz audio in, in order,
+        a speech probability each out."""
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
         """Words heard in one streaming window; `due_at` (time.monotonic) orders the windows of all streams."""
@@ -143,8 +146,8 @@ class WhisperEngine:
                                  "'en', 'de' or 'ja', or leave it empty to detect")
         return code
 
-    def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
-        return np.asarray(self._vad(frames)).reshape(-1)
+    def voice_scorer(self) -> FrameScorer:
+        return SileroScorer(self._vad.session)
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
         decoded = await self.scheduler.decode(

@@ -68,7 +68,7 @@ class StreamSession:
         self._settings = settings
         self._language = engine.check_language(config.language_code)
         self._decoder = PcmDecoder(rate, settings.max_chunk_s)
-        voice = VoiceActivity(engine.speech_probabilities, settings.vad_threshold, settings.endpoint_silence_s)
+        voice = VoiceActivity(engine.voice_scorer(), settings.vad_threshold, settings.endpoint_silence_s)
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
                                                   trim_window_s=settings.trim_window_s,
                                                   holdback_s=settings.holdback_s), voice)

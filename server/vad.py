@@ -1,8 +1,8 @@
 """Streaming voice-activity tracking over 32 ms frames.
 
 Fed with 16 kHz audio as it arrives, it keeps the speech regions of the stream
-and reports when speech begins and ends. The frame scorer is passed in (Silero
-from faster-whisper for the real model, an energy gate in tests).
+and reports when speech begins and ends. The frame scorer is passed in (a
+SileroScorer for the real model, an energy gate in tests).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,32 @@ FRAME_SAMPLES = 512
 FRAME_S = FRAME_SAMPLES / 16_000
 
 FrameScorer = Callable[[np.ndarray], np.ndarray]  # (n * 512,) samples -> (n,) speech probabilities
+SILERO_CONTEXT_SAMPLES = 64  # Silero reads each frame with the last samples of the one before
+
+
+class SileroScorer:
+    """Silero's speech probabilities for one stream, frame by frame as the audio arrives.
+
+    Silero is recurrent: faster-whisper's wrapper starts every call from a zero state and
+    zero context, so the same audio split into other messages scored differently (a word at
+    0.6 in one pass fell under 0.5 in 1 s pieces, and the policy dropped it as silence). The
+    state and the context carry from call to call here, so the scores are those of one pass
+    over the whole stream, however it was split.
+    """
+
+    def __init__(self, session: Any) -> None:  # an onnxruntime InferenceSession of Silero VAD
+        self._session = session
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(SILERO_CONTEXT_SAMPLES, dtype=np.float32)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        frames = samples.reshape(-1, FRAME_SAMPLES)
+        context = np.concatenate([self._context[None], frames[:-1, -SILERO_CONTEXT_SAMPLES:]])
+        scores, self._h, self._c = self._session.run(
+            None, {"input": np.concatenate([context, frames], axis=1), "h": self._h, "c": self._c})
+        self._context = frames[-1, -SILERO_CONTEXT_SAMPLES:].copy()
+        return np.asarray(scores).reshape(-1)
 
 
 class VoiceEventType(enum.Enum):

@@ -7,6 +7,7 @@ Tests build such audio with `word_audio`, so every transcript is known in advanc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 
@@ -45,8 +46,8 @@ class FakeEngine:
             raise InvalidRequest(f"unknown language_code {language_code!r}")
         return language_code or None
 
-    def speech_probabilities(self, frames: np.ndarray) -> np.ndarray:
-        return (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
+    def voice_scorer(self) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda frames: (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
 
     def load(self) -> Load:
         return self.current_load
