@@ -26,6 +26,7 @@ NO_SPEECH_LIMIT = 0.6  # with a low log-probability too: silence, no words
 BEST_OF = 5
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+UNSPACED_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}  # faster-whisper splits these into words by characters
 
 
 @dataclass(frozen=True)
@@ -244,5 +245,24 @@ def _words(item: _Item) -> list[Word]:
     if not alignment:
         return []
     merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
-    return [Word(timing["word"], float(timing["start"]), float(timing["end"]), float(timing["probability"]))
-            for timing in alignment if timing["word"]]
+    words = [Word(timing["word"], float(timing["start"]), float(timing["end"]), float(timing["probability"]))
+             for timing in alignment if timing["word"]]
+    return words if item.language in UNSPACED_LANGUAGES else joined_pieces(words)
+
+
+def joined_pieces(words: list[Word]) -> list[Word]:
+    """Joins the pieces that Whisper's word splitter cuts at punctuation inside a word ("14" ".55." of
+    "14.55.", "U" ".S."): a piece without a leading space belongs to the word before it.
+
+    Split, the first piece looks like a whole word: two decodes agreed on "14", it was settled, and the
+    next decode's "1455" could no longer replace it. Whole, the word settles only when it is whole.
+    """
+    joined: list[Word] = []
+    for word in words:
+        if joined and not word.text[:1].isspace():
+            last = joined[-1]
+            joined[-1] = Word(last.text + word.text, last.start_s, max(last.end_s, word.end_s),
+                              min(last.probability, word.probability))
+        else:
+            joined.append(word)
+    return joined
