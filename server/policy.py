@@ -12,6 +12,7 @@ window to decode, and hands back the words the engine heard in it:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from difflib import SequenceMatcher
@@ -24,8 +25,10 @@ from .vad import FRAME_S, VoiceActivity, VoiceEvent, VoiceEventType
 SAMPLE_RATE = 16_000
 TRAILING_SILENCE_S = 0.3  # silence decoded after the last speech frame
 LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper looping, not a speaker repeating
+UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the aligner
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
 _NOT_A_WORD = re.compile(r"[^\w']+")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ class StreamPolicy:
 
     def _prompt(self) -> str:
         """Committed text before the window: the audio of later committed words is in the window itself."""
-        before = "".join(word.text for word in self._recent if word.end_s <= self._start_s)
+        before = "".join(word.text for word in self._recent if _middle_s(word) < self._start_s)
         return before[-self._options.prompt_chars:].lstrip()
 
     # -- commit --------------------------------------------------------------------------
@@ -226,16 +229,23 @@ class StreamPolicy:
         For a window with `decode=False`, `heard` is ignored. Returns the newly final words and
         the current interim tail.
         """
+        span_s = (window.start_s, window.through_s if window.decode else window.end_s)
         if not window.decode:
             final = tuple(word for word in self._tentative if word.start_s < window.end_s)
             self._tentative = self._tentative[len(final):]
+            log.debug("window %.2f-%.2f settles its interim words without a decode", *span_s, extra={"span_s": span_s})
         else:
-            words = self._after_committed([word.shifted(window.start_s) for word in heard], window.start_s)
-            # Words over silence are hallucinations of a window that ends in a pause or mid-word.
-            words = drop_unplaced_tail(drop_repetition_loop(
-                [word for word in words if self._voice.speech_in(word.start_s - 0.1, word.end_s + 0.1)]))
+            hypothesis = [word.shifted(window.start_s) for word in heard]
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("window %.2f-%.2f (audio to %.2f, %s) heard: %s", window.start_s, window.through_s,
+                          window.end_s, "final" if window.final else "interim", _listed(hypothesis),
+                          extra={"span_s": span_s})
+            words = _logged("already committed", hypothesis, self._after_committed(hypothesis, window.start_s), span_s)
+            words = _logged("over silence", words, self._voiced(words), span_s)
+            words = _logged("repetition loop", words, drop_repetition_loop(words), span_s)
+            words = _logged("unplaced tail", words, drop_unplaced_tail(words), span_s)
             if window.final:
-                final, self._tentative = tuple(drop_unsure_tail(words)), ()
+                final, self._tentative = tuple(_logged("unsure tail", words, drop_unsure_tail(words), span_s)), ()
             else:
                 agreed = common_prefix_length(self._tentative, words)
                 # Words this close to the end of the audio have heard too little of what follows.
@@ -244,6 +254,9 @@ class StreamPolicy:
                 final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
             self._has_decoded = True
+        if (final or self._tentative) and log.isEnabledFor(logging.DEBUG):
+            log.debug("window %.2f-%.2f: final %s; interim %s", *span_s, _listed(final), _listed(self._tentative),
+                      extra={"span_s": span_s})
         if final:
             self._recent.extend(final)
             self._committed_s = max(self._committed_s, final[-1].end_s)
@@ -252,6 +265,28 @@ class StreamPolicy:
         self._trim(window)
         return Update(final=final, interim=self._tentative)
 
+    def _voiced(self, words: list[Word]) -> list[Word]:
+        """The words with speech under them: words over silence are hallucinations of a window that ends in a
+        pause or mid-word.
+
+        A word's audio may lie anywhere before the next word starts, and the aligner may give a word no
+        time at all: after a long pause it squeezed a real "Now," (p 0.95) into 61.25-61.25, at the pause's
+        end, where the voice-activity scores are still low. A sure word that the aligner could not place
+        is judged by the audio up to the end of the word after it (an unsure one, such as "grass." at
+        p 0.00 where a window began, is what this filter is for); an unplaced last word is
+        drop_unplaced_tail's to judge.
+        """
+        voiced = []
+        for index, word in enumerate(words):
+            until_s = word.end_s
+            if index + 1 < len(words):
+                following = words[index + 1]
+                sure_but_unplaced = _unplaced(word) and word.probability >= SURE_WORD_PROBABILITY
+                until_s = following.end_s if sure_but_unplaced else max(word.end_s, following.start_s)
+            if self._voice.speech_in(word.start_s - 0.1, until_s + 0.1):
+                voiced.append(word)
+        return voiced
+
     def _after_committed(self, words: list[Word], window_start_s: float) -> list[Word]:
         """The words of a hypothesis that come after the committed ones.
 
@@ -259,7 +294,10 @@ class StreamPolicy:
         them first. Their text is aligned with the committed words; timestamps jitter too much
         between decodes to cut by time alone.
         """
-        committed = [normalize(word.text) for word in self._recent if word.end_s > window_start_s]
+        # A word is in the window when most of it is: a cut in a pause may fall before the end the aligner
+        # gave the last word, and "again" before a cut at 27.73 s (aligned to 27.82 s) then matched the
+        # "again" of "and again" after it, and both new words were dropped as already committed.
+        committed = [normalize(word.text) for word in self._recent if _middle_s(word) >= window_start_s]
         if not committed:
             return words
         heard = [normalize(word.text) for word in words]
@@ -269,10 +307,12 @@ class StreamPolicy:
             return [word for word in words if word.start_s >= self._committed_s - 0.1]
         last = blocks[-1]
         seam = last.b + last.size
-        # Committed words after the last match that the hypothesis heard differently ("my" as
-        # "am I"): skip the words that start inside committed audio, at most one more than missed.
+        # Committed words after the last match that the hypothesis heard differently ("my" as "am I",
+        # "there for" as "therefore"): skip the words heard mostly inside committed audio, at most one
+        # more than missed. By its middle, not its start: the next word's start can reach back into the
+        # last committed word ("that" from 110.85 s after "for" ended at 111.05 s), and it was lost.
         limit = min(len(words), seam + len(committed) - last.a - last.size + 1) if last.a + last.size < len(committed) else seam
-        while seam < limit and words[seam].start_s < self._committed_s - 0.02:
+        while seam < limit and _middle_s(words[seam]) < self._committed_s:
             seam += 1
         return words[seam:]
 
@@ -301,6 +341,7 @@ class StreamPolicy:
         if time_s <= self._start_s:
             return
         self._merge_chunks()
+        log.debug("window cut at %.2f (was from %.2f)", time_s, self._start_s, extra={"span_s": (time_s, time_s)})
         drop = min(round((time_s - self._start_s) * SAMPLE_RATE), self._audio.size)
         self._audio = self._audio[drop:].copy()
         self._start_s += drop / SAMPLE_RATE
@@ -309,6 +350,20 @@ class StreamPolicy:
     def __repr__(self) -> str:
         return (f"<StreamPolicy window {self._start_s:.2f}-{self.received_s:.2f}s, decoded to {self._decoded_s:.2f}s, "
                 f"{len(self._tentative)} interim words>")
+
+
+def _listed(words: tuple[Word, ...] | list[Word]) -> str:
+    return " ".join(f"{word.text.strip()}[{word.start_s:.2f}-{word.end_s:.2f} p{word.probability:.2f}]"
+                    for word in words) or "-"
+
+
+def _logged(stage: str, before: list[Word], after: list[Word], span_s: tuple[float, float]) -> list[Word]:
+    """Passes `after` through; at DEBUG, names the words a filter took out of `before` (the seam audit reads them)."""
+    if len(after) < len(before) and log.isEnabledFor(logging.DEBUG):
+        kept = {id(word) for word in after}
+        log.debug("window %.2f-%.2f dropped as %s: %s", *span_s, stage,
+                  _listed([word for word in before if id(word) not in kept]), extra={"span_s": span_s})
+    return after
 
 
 def normalize(text: str) -> str:
@@ -346,14 +401,23 @@ def drop_repetition_loop(words: list[Word], max_phrase: int = 6) -> list[Word]:
     return words
 
 
-def drop_unplaced_tail(words: list[Word], min_duration_s: float = 0.01) -> list[Word]:
+def _middle_s(word: Word) -> float:
+    return (word.start_s + word.end_s) / 2
+
+
+def _unplaced(word: Word) -> bool:
+    """The aligner gave the word no time: it could not find it in the audio."""
+    return word.end_s - word.start_s < UNPLACED_S
+
+
+def drop_unplaced_tail(words: list[Word]) -> list[Word]:
     """Drops the words at the end that the aligner could not place in the audio (zero length).
 
     Whisper invents text past the end of a window ("Thanks for watching"); the word aligner then
     squeezes it into no time at all at the very end.
     """
     end = len(words)
-    while end and words[end - 1].end_s - words[end - 1].start_s < min_duration_s:
+    while end and _unplaced(words[end - 1]):
         end -= 1
     return words[:end]
 

@@ -82,6 +82,22 @@ def test_committed_words_heard_again_are_not_repeated_even_when_times_jitter():
     assert texts(update.interim) == ["four"]
 
 
+def test_a_word_reaching_back_into_the_last_committed_word_is_new_audio():
+    """Two decodes agreed on "there for"; the next heard "therefore that", with "that" starting before "for"
+    ended. "therefore" re-hears committed audio; "that" lies mostly after it and is new."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.6))
+    stream.commit(stream.next_window(), words(("natural", 0.0, 0.4), ("there", 0.45, 0.75), ("for", 0.75, 1.05)))
+    stream.add_audio(loud(0.5))
+    agreed = stream.commit(stream.next_window(), words(("natural", 0.0, 0.4), ("there", 0.45, 0.75),
+                                                       ("for", 0.75, 1.05), ("the", 1.5, 1.6)))
+    assert texts(agreed.final) == ["natural", "there", "for"]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("natural", 0.0, 0.4), ("therefore", 0.45, 0.9),
+                                                       ("that", 0.9, 1.5), ("the", 1.5, 1.6), ("forms", 1.6, 2.0)))
+    assert texts(update.final + update.interim)[0] == "that"
+
+
 def test_end_of_input_settles_everything():
     stream = policy(step_s=0.5)
     stream.add_audio(loud(1.0))
@@ -134,6 +150,45 @@ def test_words_over_silence_are_dropped():
     window = stream.next_window()
     update = stream.commit(window, words(("real", 0.0, 0.45), ("thanks", 0.7, 0.9)))
     assert texts(update.interim) == ["real"]
+
+
+def test_a_word_squeezed_into_the_pause_before_the_next_word_is_kept():
+    """After a long pause the aligner may give a real word no length at the pause's end, before the speech it
+    belongs to; it is heard (not a hallucination) when there is speech before the next word starts."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(np.concatenate([loud(0.5), quiet(1.0), loud(0.8), quiet(0.5)]))
+    window = stream.next_window()
+    heard = words(("types.", 0.0, 0.45), ("Now,", 1.2, 1.2), ("as", 1.7, 2.2), ("all", 2.2, 2.3), ("thanks", 2.6, 2.75))
+    update = stream.commit(window, heard)
+    assert texts(update.final + update.interim) == ["types.", "Now,", "as", "all"]
+
+
+def test_a_sure_word_given_no_time_where_the_next_word_starts_is_kept_an_unsure_one_is_not():
+    for probability, kept in ((0.9, ["types.", "Now,", "as", "all"]), (0.01, ["types.", "as", "all"])):
+        stream = policy(step_s=0.5)
+        stream.add_audio(np.concatenate([loud(0.5), quiet(1.0), loud(0.8), quiet(0.5)]))
+        heard = words(("types.", 0.0, 0.45), ("Now,", 1.2, 1.2), ("as", 1.2, 2.2), ("all", 2.2, 2.3))
+        heard[1] = Word(" Now,", 1.2, 1.2, probability)
+        update = stream.commit(stream.next_window(), heard)
+        assert texts(update.final + update.interim) == kept, probability
+
+
+def test_a_cut_before_the_aligned_end_of_a_word_does_not_match_it_with_a_repeat_after_the_cut():
+    """"again" is settled, the window is cut in the pause after it, before the end the aligner gave it; the
+    next window hears "and again": its "again" is new audio, not the settled word."""
+    stream = policy(step_s=0.5, trim_window_s=2.0, max_window_s=6.0, holdback_s=2.0)
+    stream.add_audio(np.concatenate([loud(2.0), quiet(0.3), loud(1.5)]))
+    heard = words(("over", 0.0, 1.2), ("again", 1.2, 2.2), ("and", 2.3, 2.6), ("again.", 2.6, 3.2))
+    stream.commit(stream.next_window(), heard)
+    stream.add_audio(loud(0.5))
+    settled = stream.commit(stream.next_window(), heard + words(("It", 3.3, 3.6)))
+    assert texts(settled.final) == ["over", "again"]
+    assert "window 2.1" in repr(stream), f"cut in the pause, before 'again' ends (2.2 s): {stream!r}"
+    stream.add_audio(loud(0.5))
+    window = stream.next_window()
+    update = stream.commit(window, [word.shifted(-window.start_s) for word in
+                                    words(("and", 2.3, 2.6), ("again.", 2.6, 3.2), ("It", 3.3, 3.6))])
+    assert texts(update.final + update.interim)[:2] == ["and", "again."]
 
 
 def test_window_stays_short_over_a_long_stream():
