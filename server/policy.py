@@ -25,6 +25,7 @@ from .vad import FRAME_S, VoiceActivity, VoiceEvent, VoiceEventType
 SAMPLE_RATE = 16_000
 TRAILING_SILENCE_S = 0.3  # silence decoded after the last speech frame
 LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper looping, not a speaker repeating
+AGREEMENT_SLACK_S = 0.5  # two hypotheses agree on a word only where its two timings overlap, give or take this
 UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the aligner
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
 _NOT_A_WORD = re.compile(r"[^\w']+")
@@ -372,10 +373,16 @@ def normalize(text: str) -> str:
 
 
 def common_prefix_length(previous: tuple[Word, ...] | list[Word], current: list[Word]) -> int:
-    """How many leading words two hypotheses share."""
+    """How many leading words two hypotheses share: the same word at about the same time.
+
+    Times jitter between decodes, but not by seconds: a decode that skipped "aforementioned
+    Gutenberg Bible, is" put the next "the" 2.4 s later than the decode before had it; agreeing on
+    the text alone settled that "the" and moved the settled point past four words never heard again.
+    """
     count = 0
     for old, new in zip(previous, current):
-        if normalize(old.text) != normalize(new.text):
+        if normalize(old.text) != normalize(new.text) or not (
+                old.start_s <= new.end_s + AGREEMENT_SLACK_S and new.start_s <= old.end_s + AGREEMENT_SLACK_S):
             break
         count += 1
     return count

@@ -98,6 +98,16 @@ def test_a_word_reaching_back_into_the_last_committed_word_is_new_audio():
     assert texts(update.final + update.interim)[0] == "that"
 
 
+def test_the_same_word_seconds_apart_is_no_agreement():
+    """A decode skipped three words and wrote the next "the" 2.4 s later: the texts agree, the audio does not."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(3.0))
+    stream.commit(stream.next_window(), words(("type,", 0.0, 0.5), ("the", 0.6, 0.7), ("aforesaid", 0.7, 1.2)))
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("type,", 0.0, 0.5), ("the", 3.0, 3.1)))
+    assert texts(update.final) == ["type,"] and texts(update.interim) == ["the"]
+
+
 def test_end_of_input_settles_everything():
     stream = policy(step_s=0.5)
     stream.add_audio(loud(1.0))
