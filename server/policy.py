@@ -87,6 +87,7 @@ class StreamPolicy:
         self._committed_s = 0.0
         self._recent: deque[Word] = deque(maxlen=160)  # committed words, for the prompt and de-duplication
         self._tentative: tuple[Word, ...] = ()
+        self._tentative_heard_to_s = 0.0  # the end of the audio of the decode that wrote _tentative
         self._settle_points: deque[float] = deque()  # pauses and FINALIZE requests, in stream time
         self._input_ended = False
         self._has_decoded = False
@@ -252,19 +253,36 @@ class StreamPolicy:
                 # Words this close to the end of the audio have heard too little of what follows.
                 while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
                     agreed -= 1
+                agreed = min(agreed, self._heard_whole_before(agreed))
                 final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
+                self._tentative_heard_to_s = window.end_s
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
             self._has_decoded = True
         if (final or self._tentative) and log.isEnabledFor(logging.DEBUG):
             log.debug("window %.2f-%.2f: final %s; interim %s", *span_s, _listed(final), _listed(self._tentative),
                       extra={"span_s": span_s})
         if final:
+            final = in_order_after(self._recent[-1].end_s if self._recent else 0.0, final)
             self._recent.extend(final)
             self._committed_s = max(self._committed_s, final[-1].end_s)
         if window.final:
             self._committed_s = max(self._committed_s, window.end_s, window.through_s)
         self._trim(window)
         return Update(final=final, interim=self._tentative)
+
+    def _heard_whole_before(self, count: int) -> int:
+        """How many of the first `count` interim words the decode that wrote them heard whole, or surely.
+
+        An unsure word at the very end of the audio is a guess at a cut-off sound, and the next decode,
+        hearing one step more, often guesses the same: JFK's "ask", heard up to 0.02 s past its end, was
+        "asked" (p 0.39), and again (p 0.41) with "not" cut off after it, where every longer window hears
+        "ask". Such a hearing is no evidence for agreement; a later one that heard past the word is.
+        """
+        for index, word in enumerate(self._tentative[:count]):
+            if word.probability < SURE_WORD_PROBABILITY and \
+                    word.end_s > self._tentative_heard_to_s - self._options.holdback_s:
+                return index
+        return count
 
     def _voiced(self, words: list[Word]) -> list[Word]:
         """The words with speech under them: words over silence are hallucinations of a window that ends in a
@@ -415,6 +433,20 @@ def _middle_s(word: Word) -> float:
 def _unplaced(word: Word) -> bool:
     """The aligner gave the word no time: it could not find it in the audio."""
     return word.end_s - word.start_s < UNPLACED_S
+
+
+def in_order_after(time_s: float, words: tuple[Word, ...]) -> tuple[Word, ...]:
+    """The words, none starting before the word ahead of it ends (the first: before time_s).
+
+    A word settled by a later decode is timed by that decode's aligner, which can place it a little
+    earlier than the last settled word: "is" at 5.22 s was sent after "It" at 5.24 s.
+    """
+    placed = []
+    for word in words:
+        start_s = max(word.start_s, time_s)
+        placed.append(replace(word, start_s=start_s, end_s=max(word.end_s, start_s)))
+        time_s = placed[-1].end_s
+    return tuple(placed)
 
 
 def drop_unplaced_tail(words: list[Word]) -> list[Word]:

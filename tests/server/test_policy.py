@@ -257,6 +257,49 @@ def test_holdback_keeps_agreed_words_at_the_very_end_interim():
     assert texts(update.interim) == ["two", "three"]
 
 
+def test_an_unsure_word_heard_cut_off_is_no_evidence_until_a_decode_hears_past_it():
+    """JFK's "ask", first heard to 0.02 s past its end, was "asked" twice in a row: agreement settled it."""
+    stream = policy(step_s=0.5, holdback_s=0.5)
+    stream.add_audio(loud(2.0))
+    unsure_at_the_end = [Word(" asked", 1.0, 1.98, 0.39)]
+    stream.commit(stream.next_window(), words(("not", 0.0, 0.9)) + unsure_at_the_end)
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("not", 0.0, 0.9)) + [Word(" asked", 1.0, 1.86, 0.41)] +
+                           words(("not", 1.9, 2.45)))
+    assert texts(update.final) == ["not"] and texts(update.interim) == ["asked", "not"]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("not", 0.0, 0.9)) + [Word(" ask", 1.0, 1.86, 0.44)] +
+                           words(("not", 1.9, 2.5), ("what", 2.6, 2.95)))
+    assert texts(update.final) == [] and texts(update.interim) == ["ask", "not", "what"]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("not", 0.0, 0.9)) + [Word(" ask", 1.0, 1.86, 0.46)] +
+                           words(("not", 1.9, 2.5), ("what", 2.6, 2.95), ("your", 3.0, 3.4)))
+    assert texts(update.final) == ["ask", "not", "what"], "heard past its end, the same unsure word agrees"
+
+
+def test_a_sure_word_heard_at_the_end_still_agrees_at_the_next_decode():
+    stream = policy(step_s=0.5, holdback_s=0.5)
+    stream.add_audio(loud(1.5))
+    stream.commit(stream.next_window(), words(("one", 0.0, 0.4), ("two", 0.6, 1.48)))
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("one", 0.0, 0.4), ("two", 0.6, 1.4), ("three", 1.6, 1.9)))
+    assert texts(update.final) == ["one", "two"]
+
+
+def test_final_words_never_start_before_the_last_final_word_ends():
+    """The aligner of a later decode placed "is" at 5.22 s, after "It" had been sent at 5.24 s."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("It", 0.2, 0.24)))
+    stream.add_audio(loud(0.5))
+    first = stream.commit(stream.next_window(), words(("It", 0.24, 0.28), ("is", 0.3, 0.6)))
+    stream.add_audio(loud(0.5))
+    second = stream.commit(stream.next_window(), words(("It", 0.1, 0.22), ("is", 0.22, 0.6), ("the", 0.6, 0.8)))
+    assert texts(first.final) == ["It"] and texts(second.final) == ["is"]
+    assert second.final[0].start_s == pytest.approx(first.final[-1].end_s)
+    assert second.final[0].end_s == pytest.approx(0.6)
+
+
 def test_a_shutdown_settles_at_the_last_pause_not_inside_the_word_being_spoken():
     stream = policy(step_s=0.5)
     for part in (loud(1.0), quiet(0.3), loud(0.7)):  # "one two", a pause, then a word cut off mid-way
