@@ -115,12 +115,17 @@ class VoiceActivity:
         return any(region_start < end_s and region_end > start_s for region_start, region_end in self._regions)
 
     def speech_in(self, start_s: float, end_s: float) -> bool:
-        """Whether any frame in [start_s, end_s) sounds like speech; time not scored yet counts as speech."""
+        """Whether any frame in [start_s, end_s) may be speech; time not scored yet counts as speech.
+
+        The bar is the one speech must fall under to end, not the one it must pass to begin: a word inside
+        speech need not sound like the start of speech. Sent at 8 kHz, the "ask" of JFK's "Americans, ask"
+        peaks at 0.48 (0.62 at 16 kHz), where silence scores under 0.1.
+        """
         first = max(int(start_s / FRAME_S) - self._first_kept, 0)
         last = int(np.ceil(end_s / FRAME_S)) - self._first_kept
         if first >= len(self._probabilities):
             return True
-        return any(probability >= self._threshold for probability in self._probabilities[first:last])
+        return any(probability >= self._release for probability in self._probabilities[first:last])
 
     def speech_end_before(self, time_s: float) -> float:
         """The end of the last speech frame before time_s (0 when none is kept)."""

@@ -58,3 +58,14 @@ def test_speech_events_and_regions_do_not_depend_on_the_message_size(silero, jfk
     events, ask_is_speech = runs[0]
     assert ask_is_speech
     assert [kind for kind, _ in events][:4] == [VoiceEventType.BEGIN, VoiceEventType.END] * 2, events
+
+
+def test_a_word_sent_at_8_khz_still_has_speech_under_it(silero, jfk):
+    """Sent as telephone audio, "ask" peaks at 0.48: under the bar to begin speech, over the bar to end it."""
+    import soxr
+
+    telephone = soxr.resample(soxr.resample(jfk, 16_000, 8_000), 8_000, 16_000).astype(np.float32)
+    voice = VoiceActivity(SileroScorer(silero.session), threshold=0.5, min_silence_s=0.6)
+    fed(voice, telephone, 1600)
+    assert voice.speech_in(2.3, 3.9)
+    assert not voice.speech_in(2.5, 3.2), "the pause before it is still silence"
