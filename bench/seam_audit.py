@@ -29,12 +29,14 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
+from soxr import resample
 
 import stream_bench as sb
 from transcriber_sdk import Client, Word, chunked, read_pcm16
 from transcriber_server.app import TranscriberApp
 from transcriber_server.batch_decode import joined_pieces
 from transcriber_server.engine import EMBEDDED_MODEL, WhisperEngine, embedded_model_path, resolve_device
+from transcriber_server.policy import SAMPLE_RATE
 from transcriber_server.policy import Word as ServerWord
 from transcriber_server.policy import normalize
 from transcriber_server.settings import ServerSettings
@@ -91,8 +93,7 @@ def transcribe_offline(items: list[dict], args: argparse.Namespace) -> dict[str,
                          compute_type=compute_type, cpu_threads=args.cpu_threads)
     results = {}
     for item in items:
-        audio, _ = read_pcm16(str(args.speech_dir / item["file"]))
-        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768
+        samples = as_received(read_pcm16(str(args.speech_dir / item["file"])), args.rate)
         segments = list(model.transcribe(samples, beam_size=ServerSettings().beam_size, word_timestamps=True,
                                          vad_filter=True, language="en")[0])
         words = joined_pieces([ServerWord(word.word, word.start, word.end, word.probability)
@@ -101,6 +102,21 @@ def transcribe_offline(items: list[dict], args: argparse.Namespace) -> dict[str,
             text="".join(segment.text for segment in segments).strip(),
             words=tuple(Word(word.text, word.start_s, word.end_s, word.probability) for word in words))
     return results
+
+
+def as_sent(recording: tuple[bytes, int], rate: int) -> tuple[bytes, int]:
+    """The recording as a client at `rate` Hz sends it (0: as recorded)."""
+    pcm, recorded_rate = recording
+    if not rate or rate == recorded_rate:
+        return pcm, recorded_rate
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+    return (np.clip(resample(samples, recorded_rate, rate), -1, 1) * 32767).astype("<i2").tobytes(), rate
+
+
+def as_received(recording: tuple[bytes, int], rate: int) -> np.ndarray:
+    """The 16 kHz samples the server decodes when the recording is sent at `rate` Hz."""
+    pcm, sent_rate = as_sent(recording, rate)
+    return resample(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768, sent_rate, SAMPLE_RATE)
 
 
 def keyed(words: Sequence[Word]) -> tuple[list[Word], list[str]]:
@@ -197,6 +213,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ids", default="", help=f"comma-separated manifest ids; default: those >= {sb.LONG_S:.0f} s")
     parser.add_argument("--speeds", default="1,4", help="paces as multiples of real time; 0: as fast as the SDK sends")
     parser.add_argument("--runs", type=int, default=1, help="streams of each recording at each pace")
+    parser.add_argument("--rate", type=int, default=0, help="send at this sample rate (8000: telephone); 0: as recorded")
     parser.add_argument("--model", default=EMBEDDED_MODEL)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cpu-threads", type=int, default=2)
@@ -209,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     items = sb.load_items(args.speech_dir, args.ids)
     offline = transcribe_offline(items, args)
-    audio = {item["id"]: read_pcm16(str(args.speech_dir / item["file"])) for item in items}
+    audio = {item["id"]: as_sent(read_pcm16(str(args.speech_dir / item["file"])), args.rate) for item in items}
     policy_log = PolicyLog()
     logger = logging.getLogger("transcriber_server.policy")
     logger.setLevel(logging.DEBUG)
