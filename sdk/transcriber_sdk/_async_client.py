@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
@@ -97,7 +98,7 @@ class AsyncClient:
                     idle_ended = False
                     if not await feed.more_audio_after(feed.tape.offset_of(continuity.settled_s)):
                         return  # the caller ended, and the server settled every word it had
-                endpoint = await self._choose(refused)
+                endpoint = await self._choose(refused, deadline)
                 if endpoint is None:
                     raise _no_endpoint("stream", refused)
                 offset = continuity.resume_at(feed.tape)
@@ -137,7 +138,7 @@ class AsyncClient:
                 except (grpc.RpcError, TranscriberError) as failure:
                     if failure is feed.error:
                         raise
-                    error = await self._judge(failure, endpoint) if isinstance(failure, grpc.RpcError) else failure
+                    error = await self._judge(failure, endpoint, deadline) if isinstance(failure, grpc.RpcError) else failure
                     if isinstance(error, OutOfRangeError) and limit_ends < MAX_LIMIT_ENDS:
                         # The server ended the call at its maximum duration or idle timeout, after sending every
                         # final up to its settled point: the stream goes on in a new call (any endpoint).
@@ -193,13 +194,13 @@ class AsyncClient:
                                                                                    prompt=prompt))
         deadline = _deadline(self.settings.timeout_s)
         refused: dict[str, TranscriberError] = {}
-        while (endpoint := await self._choose(refused)) is not None:
+        while (endpoint := await self._choose(refused, deadline)) is not None:
             self._balancer.started(endpoint)
             try:
                 response = await self._stub(endpoint).Transcribe(request, timeout=_remaining(deadline),
                                                                  metadata=await self._auth.metadata(endpoint))
             except grpc.RpcError as rpc_error:
-                error = await self._judge(rpc_error, endpoint)
+                error = await self._judge(rpc_error, endpoint, deadline)
                 # The file can be sent again: a busy or gone endpoint, or our server's own INTERNAL, may go
                 # better elsewhere; a bare INTERNAL from a healthy endpoint is raised, as for streams.
                 if not (isinstance(error, MOVE_ON) or (isinstance(error, ServerError) and error.reason)):
@@ -239,11 +240,11 @@ class AsyncClient:
                               max_streams=status.max_streams, draining=status.draining, load=status.load,
                               final_lag_p90_s=status.final_lag_p90_s, latency_ms=(time.perf_counter() - started) * 1000)
 
-    async def _choose(self, refused: dict[str, TranscriberError]) -> str | None:
+    async def _choose(self, refused: dict[str, TranscriberError], deadline: float | None) -> str | None:
         """The next endpoint to try, not one that refused this call; an endpoint back from a time
         out must pass a health check first."""
         while (endpoint := self._balancer.pick(exclude=refused)) is not None:
-            if self._balancer.needs_probe(endpoint) and not await self._serving(endpoint):
+            if self._balancer.needs_probe(endpoint) and not await self._serving(endpoint, deadline):
                 refused[endpoint] = EndpointUnavailableError("health check: not serving", endpoint=endpoint,
                                                              code=grpc.StatusCode.UNAVAILABLE)
                 self._balancer.failed(endpoint, "health check: not serving")
@@ -251,22 +252,28 @@ class AsyncClient:
             return endpoint
         return None
 
-    async def _judge(self, failure: grpc.RpcError, endpoint: str) -> TranscriberError:
+    async def _judge(self, failure: grpc.RpcError, endpoint: str, deadline: float | None) -> TranscriberError:
         """The SDK error of a failed call. A bare INTERNAL (no reason from our server: "Internal error from
         Core") is also what grpc.aio reports when the connection dies while we write (grpc/grpc#36066):
         alone it proves nothing, but with a failed health check it is an endpoint that went away."""
         error = from_rpc_error(failure, endpoint)
-        if error.code == grpc.StatusCode.INTERNAL and not error.reason and not await self._serving(endpoint):
+        if error.code == grpc.StatusCode.INTERNAL and not error.reason and \
+                not await self._serving(endpoint, deadline):
             return EndpointUnavailableError(f"{error.details}; the endpoint no longer passes its health check",
                                             code=grpc.StatusCode.UNAVAILABLE, endpoint=endpoint)
         return error
 
-    async def _serving(self, endpoint: str) -> bool:
+    async def _serving(self, endpoint: str, deadline: float | None) -> bool:
+        """Whether the endpoint passes a health check. A check made for a call takes no more than the call
+        has left: a black-holed endpoint's check runs to its timeout, and the call's deadline held only
+        once that was over (7.0 s for a 6 s deadline)."""
+        timeout_s = min(self.settings.probe_timeout_s, _remaining(deadline) or math.inf)  # none left: raises
         try:
             reply = await health_pb2_grpc.HealthStub(self._channel(endpoint)).Check(
-                health_pb2.HealthCheckRequest(), timeout=self.settings.probe_timeout_s,
+                health_pb2.HealthCheckRequest(), timeout=timeout_s,
                 metadata=await self._auth.metadata(endpoint))  # Cloud Run's IAM front end checks every call
         except grpc.RpcError:  # an AuthenticationError (no ID token) is not the endpoint's fault: it propagates
+            _remaining(deadline)  # a check cut short by the call's deadline says nothing about the endpoint
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -15,7 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from transcriber_sdk import (AsyncClient, AuthenticationError, Client, EndpointUnavailableError, InvalidRequestError,
+from transcriber_sdk import (AsyncClient, AuthenticationError, Client, DeadlineExceededError,
+                             EndpointUnavailableError, InvalidRequestError,
                              ServerError, StreamCancelledError, Transcript, TranscriptUpdate, chunked)
 from transcriber_sdk._core import channel_target
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
@@ -392,27 +393,37 @@ def test_closing_the_client_under_an_open_stream_raises_a_typed_error(kind, fake
 
 
 class BareInternalServer:
-    """A server that admits a stream, then ends it with INTERNAL and no in-band status (what grpc.aio
-    reports when a connection dies mid-write), its health service answering `health`."""
+    """A server that admits a stream, then (after `abort_after_s`) ends it with INTERNAL and no in-band
+    status (what grpc.aio reports when a connection dies mid-write), its health service answering `health`,
+    or never (None: a black hole)."""
 
     class Servicer(pb_grpc.TranscriberServicer):
+        def __init__(self, abort_after_s: float) -> None:
+            self._abort_after_s = abort_after_s
+
         async def StreamingTranscribe(self, request_iterator, context):  # type: ignore[no-untyped-def]
             await context.read()
             yield pb.StreamingTranscribeResponse(model="bare", server_status=pb.ServerStatus(max_streams=1))
+            await asyncio.sleep(self._abort_after_s)
             await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
 
-    def __init__(self, health: int) -> None:
+    class SilentHealth(health_pb2_grpc.HealthServicer):
+        async def Check(self, request, context):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(3600)
+
+    def __init__(self, health: int | None, abort_after_s: float = 0.0) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.server, port = asyncio.run_coroutine_threadsafe(self._start(health), self.loop).result(10)
+        self.server, port = asyncio.run_coroutine_threadsafe(self._start(health, abort_after_s), self.loop).result(10)
         self.address = f"127.0.0.1:{port}"
 
-    async def _start(self, status: int) -> tuple[grpc.aio.Server, int]:
+    async def _start(self, status: int | None, abort_after_s: float) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server()
-        pb_grpc.add_TranscriberServicer_to_server(self.Servicer(), server)
-        checker = health.aio.HealthServicer()
-        await checker.set("", status)
+        pb_grpc.add_TranscriberServicer_to_server(self.Servicer(abort_after_s), server)
+        checker = health.aio.HealthServicer() if status is not None else self.SilentHealth()
+        if status is not None:
+            await checker.set("", status)
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -447,3 +458,16 @@ def test_a_bare_internal_moves_the_stream_only_when_the_endpoint_fails_its_healt
     finally:
         bare.stop()
         good.stop()
+
+
+def test_the_health_check_after_a_failure_keeps_to_the_calls_deadline(kind):
+    """A bare INTERNAL just before the deadline, from an endpoint whose health check never answers: the
+    caller gets DEADLINE_EXCEEDED at its deadline, not a probe timeout later (EndpointUnavailableError)."""
+    bare = BareInternalServer(None, abort_after_s=1.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            collect(kind, [bare.address], paced(word_audio(WORDS), speed=1.0), timeout_s=2.0, probe_timeout_s=2.0)
+        assert time.monotonic() - started < 2.5
+    finally:
+        bare.stop()
