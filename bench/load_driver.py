@@ -63,9 +63,9 @@ class StreamResult:
         if result.start_offset.ToNanoseconds() < previous_end_ns or result.end_offset.ToNanoseconds() < \
                 result.start_offset.ToNanoseconds():
             self.offsets_monotonic = False
-        for word in result.transcript.split():
+        for word in result.transcript.split():  # without case: a text's first word has a capital
             if self.expected is not None and not self.first_mismatch and \
-                    (self.final_words >= len(self.expected) or self.expected[self.final_words] != word):
+                    (self.final_words >= len(self.expected) or self.expected[self.final_words] != word.lower()):
                 wanted = self.expected[self.final_words] if self.final_words < len(self.expected) else "nothing"
                 self.first_mismatch = f"final word {self.final_words}: got {word!r}, sent {wanted!r}"
             self.final_words += 1

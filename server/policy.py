@@ -7,11 +7,13 @@ window to decode, and hands back the words the engine heard in it:
 - words on which two consecutive hypotheses agree are committed (final), the rest is interim;
 - once long, the window is cut in a pause inside committed speech, so it never grows past `max_window_s`;
 - no decode happens while the voice-activity tracker hears no uncommitted speech;
-- the end of speech (a pause), a FINALIZE request and the end of input settle everything as final.
+- the end of speech (a pause), a FINALIZE request and the end of input settle everything as final, except
+  a sentence mark at a short pause: that word waits for a decode that hears what follows it.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from collections import deque
@@ -28,7 +30,10 @@ LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper loop
 AGREEMENT_SLACK_S = 0.5  # two hypotheses agree on a word only where its two timings overlap, give or take this
 UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the aligner
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
+FRAGMENT_S = 5.0  # a decode of less audio than this, with no text before it, may read it as a fragment
+SENTENCE_END_SILENCE_S = 1.0  # silence after which a sentence mark written at a pause stands on its own
 _NOT_A_WORD = re.compile(r"[^\w']+")
+_ENDS_SENTENCE = re.compile(r"[.!?。！？…][\"'”’)\]}»]*\s*$")
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +69,16 @@ class Window:
     final: bool  # everything heard in this window settles as final
     decode: bool = True  # False: settle the interim words of the last decode, without a new one
     through_s: float = 0.0  # the audio up to here counts as processed (silence after end_s included)
+    at_pause: bool = False  # final because speech paused (not a FINALIZE request, the end of input or the cap)
     prefix: str = ""  # words the window is known to start with: the model takes them as said (unused: see docs)
+
+
+class Settle(enum.Enum):
+    """Why a window settles everything it heard."""
+
+    PAUSE = "a pause in speech"
+    REQUEST = "a FINALIZE request"
+    END = "the end of input"
 
 
 @dataclass(frozen=True)
@@ -76,9 +90,11 @@ class Update:
 class StreamPolicy:
     """The window and the commit rule of one stream."""
 
-    def __init__(self, options: PolicyOptions, voice: VoiceActivity) -> None:
+    def __init__(self, options: PolicyOptions, voice: VoiceActivity, prompted: bool = False) -> None:
+        """`prompted`: text precedes the stream (the caller's prompt, or the final text before a resumed call)."""
         self._options = options
         self._voice = voice
+        self._prompted = prompted
         self._chunks: list[np.ndarray] = []  # audio not yet merged into _audio
         self._audio = np.zeros(0, dtype=np.float32)  # from _start_s on
         self._start_s = 0.0
@@ -88,7 +104,8 @@ class StreamPolicy:
         self._recent: deque[Word] = deque(maxlen=160)  # committed words, for the prompt and de-duplication
         self._tentative: tuple[Word, ...] = ()
         self._tentative_heard_to_s = 0.0  # the end of the audio of the decode that wrote _tentative
-        self._settle_points: deque[float] = deque()  # pauses and FINALIZE requests, in stream time
+        self._settle_points: deque[tuple[float, Settle]] = deque()  # pauses and FINALIZE requests, in stream time
+        self._held_at_s: float | None = None  # the pause at which a word with a sentence mark was kept interim
         self._input_ended = False
         self._has_decoded = False
         self._settled_s = 0.0
@@ -102,12 +119,13 @@ class StreamPolicy:
         self._chunks.append(samples)
         self._received_samples += samples.size
         events = self._voice.feed(samples)
-        self._settle_points.extend(event.offset_s for event in events if event.type is VoiceEventType.END)
+        self._settle_points.extend((event.offset_s, Settle.PAUSE) for event in events
+                                   if event.type is VoiceEventType.END)
         return events
 
     def finalize(self) -> None:
         """Settles everything received so far at the next window (a FINALIZE request)."""
-        self._settle_points.append(self.received_s)
+        self._settle_points.append((self.received_s, Settle.REQUEST))
 
     def end_input(self) -> None:
         """The client half-closed: everything left becomes final."""
@@ -124,7 +142,7 @@ class StreamPolicy:
         self._merge_chunks()
         self._audio = self._audio[: max(round((end_s - self._start_s) * SAMPLE_RATE), 0)]
         self._received_samples = round(self._start_s * SAMPLE_RATE) + self._audio.size
-        self._settle_points = deque(point for point in self._settle_points if point <= end_s)
+        self._settle_points = deque(point for point in self._settle_points if point[0] <= end_s)
         self._tentative = tuple(word for word in self._tentative if word.start_s < end_s)
         self._input_ended = True
 
@@ -172,19 +190,27 @@ class StreamPolicy:
         where Whisper hallucinates ("Thank you for watching").
         """
         while True:
-            target_s, settling = self._target()
+            target_s, settle = self._target()
             if target_s is None:
                 return None
             end_s = min(target_s, self._start_s + self._options.max_window_s)
             at_cap = end_s < target_s
+            settling, at_pause = settle is not None, settle is Settle.PAUSE and not at_cap
             if not self._tentative and not self._voice.has_speech(self._committed_s, end_s):
                 self._skip_silence(end_s)
+                continue
+            if self._held_at_s is not None and not self._voice.has_speech(self._held_at_s, end_s):
+                # Only the word held at a pause is interim, and nothing was said since: no decode.
+                if settling or end_s - self._voice.speech_end_before(end_s) >= SENTENCE_END_SILENCE_S:
+                    return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
+                                  prompt="", final=True, decode=False)
+                self._decoded_s = max(self._decoded_s, end_s)
                 continue
             if settling and not at_cap and self._tentative and \
                     self._decoded_s + FRAME_S >= self._voice.speech_end_before(end_s) and \
                     min(word.probability for word in self._tentative) >= SURE_WORD_PROBABILITY:
                 return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
-                              prompt="", final=True, decode=False)
+                              prompt="", final=True, decode=False, at_pause=at_pause)
             self._merge_chunks()
             # Trailing silence is processed but not decoded: Whisper fills it with invented words.
             audio_end_s = min(end_s, max(self._voice.speech_end_before(end_s) + TRAILING_SILENCE_S,
@@ -192,26 +218,27 @@ class StreamPolicy:
             audio = self._audio[: round((audio_end_s - self._start_s) * SAMPLE_RATE)]
             # A window that hit the cap settles too: otherwise it could never move on.
             return Window(audio=audio, start_s=self._start_s, end_s=audio_end_s, prompt=self._prompt(),
-                          final=settling or at_cap, through_s=end_s)
+                          final=settling or at_cap, through_s=end_s, at_pause=at_pause)
 
-    def _target(self) -> tuple[float | None, bool]:
-        """Where the next window should end, and whether it settles everything."""
-        while self._settle_points and self._settle_points[0] <= self._decoded_s:
-            point = self._settle_points.popleft()
-            if self._tentative and point > self._start_s:  # the pause was heard after its audio was decoded
-                return point, True
-        if self._settle_points and self._settle_points[0] <= self.received_s:
-            return self._settle_points[0], True
+    def _target(self) -> tuple[float | None, Settle | None]:
+        """Where the next window should end, and why it settles everything (None: it does not)."""
+        while self._settle_points and self._settle_points[0][0] <= self._decoded_s:
+            point_s, why = self._settle_points.popleft()
+            # A pause heard after its audio was decoded; not the one that held a word.
+            if self._tentative and point_s > max(self._start_s, self._held_at_s or 0.0):
+                return point_s, why
+        if self._settle_points and self._settle_points[0][0] <= self.received_s:
+            return self._settle_points[0]
         if self._input_ended:
-            return (self.received_s, True) if self.pending_s > 0 or self._tentative else (None, False)
+            return (self.received_s, Settle.END) if self.pending_s > 0 or self._tentative else (None, None)
         if self.pending_s >= self._options.step_s:
             if not self._has_decoded and self.pending_s >= 2 * self._options.step_s:
                 # A call that starts with a backlog (a client resuming a stream elsewhere): the first
                 # hypothesis stops a step short, so the next decode, at once, can agree with it and
                 # settle the backlog without waiting for new audio.
-                return self.received_s - self._options.step_s, False
-            return self.received_s, False
-        return None, False
+                return self.received_s - self._options.step_s, None
+            return self.received_s, None
+        return None, None
 
     def _skip_silence(self, end_s: float) -> None:
         self._decoded_s = max(self._decoded_s, end_s)
@@ -235,6 +262,7 @@ class StreamPolicy:
         if not window.decode:
             final = tuple(word for word in self._tentative if word.start_s < window.end_s)
             self._tentative = self._tentative[len(final):]
+            self._decoded_s = max(self._decoded_s, window.end_s)
             log.debug("window %.2f-%.2f settles its interim words without a decode", *span_s, extra={"span_s": span_s})
         else:
             hypothesis = [word.shifted(window.start_s) for word in heard]
@@ -254,10 +282,22 @@ class StreamPolicy:
                 while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
                     agreed -= 1
                 agreed = min(agreed, self._heard_whole_before(agreed))
+                if agreed and self._reads_as_a_fragment(window, words[0]):
+                    agreed = 0
+                    log.debug("window %.2f-%.2f: the first words wait for a decode that reads them as a text",
+                              *span_s, extra={"span_s": span_s})
                 final, self._tentative = tuple(words[:agreed]), tuple(words[agreed:])
                 self._tentative_heard_to_s = window.end_s
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
             self._has_decoded = True
+        self._held_at_s = None
+        if window.at_pause and final and _ENDS_SENTENCE.search(final[-1].text):
+            # The window ended in the pause, and Whisper ends a sentence where its audio ends: "themselves."
+            # before "who are in the driver's seat". The word waits for a decode that hears what follows,
+            # which writes it as offline decoding would, or for a silence long enough to end a sentence.
+            final, self._tentative = final[:-1], final[-1:]
+            self._held_at_s = max(window.end_s, window.through_s)
+            self._tentative_heard_to_s = window.end_s
         if (final or self._tentative) and log.isEnabledFor(logging.DEBUG):
             log.debug("window %.2f-%.2f: final %s; interim %s", *span_s, _listed(final), _listed(self._tentative),
                       extra={"span_s": span_s})
@@ -265,7 +305,7 @@ class StreamPolicy:
             final = in_order_after(self._recent[-1].end_s if self._recent else 0.0, final)
             self._recent.extend(final)
             self._committed_s = max(self._committed_s, final[-1].end_s)
-        if window.final:
+        if window.final and self._held_at_s is None:
             self._committed_s = max(self._committed_s, window.end_s, window.through_s)
         self._trim(window)
         return Update(final=final, interim=self._tentative)
@@ -283,6 +323,19 @@ class StreamPolicy:
                     word.end_s > self._tentative_heard_to_s - self._options.holdback_s:
                 return index
         return count
+
+    def _reads_as_a_fragment(self, window: Window, first: Word) -> bool:
+        """Whether a decode read the first words of the stream as a fragment, not as the start of a text.
+
+        Whisper writes a second or two of speech in lower case without punctuation ("printing in the
+        only sense"), and settled, that text became the prompt of every later window, which then wrote
+        the whole stream so. Until a decode writes the first word with a capital, or has heard
+        FRAGMENT_S of audio, the first words stay interim. Scripts without case never wait, nor does a
+        stream that text precedes.
+        """
+        first_letter = next((char for char in first.text if char.isalpha()), "")
+        return not (self._recent or self._prompted) and first_letter.islower() and \
+            window.end_s - window.start_s < FRAGMENT_S
 
     def _voiced(self, words: list[Word]) -> list[Word]:
         """The words with speech under them: words over silence are hallucinations of a window that ends in a

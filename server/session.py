@@ -71,7 +71,8 @@ class StreamSession:
         voice = VoiceActivity(engine.voice_scorer(), settings.vad_threshold, settings.endpoint_silence_s)
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
                                                   trim_window_s=settings.trim_window_s,
-                                                  holdback_s=settings.holdback_s), voice)
+                                                  holdback_s=settings.holdback_s), voice,
+                                    prompted=bool(config.prompt))
         self._events: list[VoiceEvent] = []
         self._arrivals = ArrivalClock()  # when each message's audio arrived: windows are due then, lags count from it
         self._lags = lags or LagTracker()

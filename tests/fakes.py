@@ -56,7 +56,8 @@ class FakeEngine:
         self.decodes += 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return Hypothesis(words=hear(audio), language=options.language or "en")
+        return Hypothesis(words=hear(audio, text_start=not (options.context or options.prompt)),
+                          language=options.language or "en")
 
     async def transcribe_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
         words = hear(audio)
@@ -66,7 +67,9 @@ class FakeEngine:
         return [FileSegment(text=text, words=words, start_s=words[0].start_s, end_s=words[-1].end_s)], "en"
 
 
-def hear(audio: np.ndarray) -> list[Word]:
+def hear(audio: np.ndarray, text_start: bool = False) -> list[Word]:
+    """Each loud run of the audio as the word its level encodes ("w7"); like Whisper, a decode with no
+    text before it writes its first word with a capital ("W7")."""
     loud = np.abs(audio) > 0.05
     edges = np.flatnonzero(np.diff(np.concatenate([[False], loud, [False]]).astype(np.int8)))
     words = []
@@ -75,7 +78,7 @@ def hear(audio: np.ndarray) -> list[Word]:
             break
         level = float(np.median(audio[start:end]))
         number = round((level - 0.1) / LEVEL_STEP)
-        words.append(Word(f" w{number}", start / RATE, end / RATE, 0.9))
+        words.append(Word(f" {'W' if text_start and not words else 'w'}{number}", start / RATE, end / RATE, 0.9))
     return words
 
 

@@ -103,7 +103,7 @@ class AsyncClient:
                     raise _no_endpoint("stream", refused)
                 offset = continuity.resume_at(feed.tape)
                 # Words are always asked for: they place the seam after a failover.
-                sent = replace(wanted, word_timestamps=True)
+                sent = replace(wanted, word_timestamps=True, prompt=continuity.prompt(wanted.prompt))
                 call = self._stub(endpoint).StreamingTranscribe(
                     request_messages(sent, feed.chunks_from(offset)), timeout=_remaining(deadline),
                     metadata=await self._auth.metadata(endpoint))

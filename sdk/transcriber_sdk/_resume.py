@@ -15,6 +15,7 @@ from .models import TranscriptUpdate, Word
 
 SEAM_TOLERANCE_S = 0.05  # a word of a new call ending this close to a seam is no new audio
 SEAM_SLACK_S = 1.5  # a new call's timestamps near its start can be off by this much
+CONTEXT_CHARS = 200  # final text sent as the prompt of a resumed call, as the server keeps for a window
 REMEMBERED_WORDS = 200  # final words kept to recognise them in a replay (far more than a window holds)
 
 
@@ -96,6 +97,13 @@ class Continuity:
         self._replayed = [normalized(word.text) for word in self._finals if word.end_s > self._shift_s]
         self.calls += 1
         return offset
+
+    def prompt(self, own: str) -> str:
+        """The prompt of the current call: the caller's own, then, on a resumed call, the final text before
+        its audio, as the server's window would have had it. Without it, the new call's first decode reads
+        the replay as a fragment and writes on in lower case without punctuation."""
+        before = " ".join(word.text.strip() for word in self._finals if word.end_s <= self._shift_s)
+        return " ".join(part for part in (own, before[-CONTEXT_CHARS:].lstrip()) if part)
 
     def settle(self, settled_s: float) -> None:
         """The server's settled offset in the current call."""

@@ -22,7 +22,7 @@ def live(address: str, path: str, *flags: str) -> subprocess.Popen[str]:
 
 
 def spoken_words(output: str) -> list[int]:
-    return words_of(" ".join(line for line in output.splitlines() if line.startswith("w")))
+    return words_of(" ".join(line for line in output.splitlines() if line.lower().startswith("w")))
 
 
 def test_a_recording_played_as_the_microphone_prints_its_words(fake_server, tmp_path):

@@ -120,3 +120,15 @@ def test_prompt_echoes_at_the_start_of_the_replay_are_dropped():
     _, joined, _ = resumed([("themselves.", 11.2, 12.16)], 12.16)  # no pause: resumed at the word's end
     result = joined.take(update([("It", 0.0, 0.0), ("is", 0.0, 0.0), ("who", 0.34, 1.24)]))
     assert result.text == "who"
+
+
+def test_a_resumed_call_is_prompted_with_the_final_text_before_its_audio():
+    tape, joined = AudioTape(RATE_BYTES, 60), Continuity()
+    tape.append(b"\0" * RATE_BYTES * 20)
+    joined.resume_at(tape)
+    assert joined.prompt("Names: Subiaco.") == "Names: Subiaco."
+    joined.take(update([("Printing,", 0.0, 0.5), ("in", 0.5, 0.7), ("the", 0.7, 0.8), ("only", 1.3, 1.6)]))
+    joined.settle(1.0)
+    joined.resume_at(tape)  # the replay starts in the pause at 1.0 s: "only" is said again in it
+    assert joined.prompt("") == "Printing, in the"
+    assert joined.prompt("Names: Subiaco.") == "Names: Subiaco. Printing, in the"

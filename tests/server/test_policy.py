@@ -25,12 +25,13 @@ def energy(frames: np.ndarray) -> np.ndarray:
     return (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
 
 
-def policy(**options: float) -> StreamPolicy:
-    """A policy at the server's defaults, except that agreement is not held back unless asked."""
+def policy(prompted: bool = True, **options: float) -> StreamPolicy:
+    """A policy at the server's defaults, except that agreement is not held back unless asked, and that
+    text precedes the stream unless asked (a stream's first words are their own tests)."""
     defaults = ServerSettings()
     values = {"step_s": defaults.step_s, "max_window_s": defaults.max_window_s,
               "trim_window_s": defaults.trim_window_s, "holdback_s": 0.0, **options}
-    return StreamPolicy(PolicyOptions(**values), VoiceActivity(energy, threshold=0.5, min_silence_s=0.6))
+    return StreamPolicy(PolicyOptions(**values), VoiceActivity(energy, threshold=0.5, min_silence_s=0.6), prompted)
 
 
 def words(*spec: tuple[str, float, float]) -> list[Word]:
@@ -339,3 +340,89 @@ def test_a_call_that_starts_with_a_backlog_settles_it_without_waiting_for_new_au
     assert texts(stream.commit(second, heard).final) == ["one", "two", "three", "four"]
     stream.add_audio(loud(1.0))
     assert stream.next_window().end_s == pytest.approx(4.0, abs=0.01), "later windows reach the end again"
+
+
+def paused_after(sentence: list[Word], pause_s: float) -> tuple[StreamPolicy, list]:
+    """A stream that heard `sentence` (0.9 s of speech, all of it interim), then `pause_s` of silence."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(0.9))
+    stream.commit(stream.next_window(), sentence)
+    stream.add_audio(quiet(pause_s))
+    updates = []
+    while (window := stream.next_window()) is not None:
+        updates.append(stream.commit(window, sentence))
+    return stream, updates
+
+
+def test_a_sentence_mark_at_a_short_pause_waits_for_the_words_after_it():
+    """A window that ends in a pause makes Whisper end the sentence there ("themselves."); the next window,
+    hearing what follows, goes on in lower case ("who are"). The marked word waits for that decode."""
+    sentence = words(("It", 0.0, 0.2), ("is", 0.25, 0.45), ("themselves.", 0.5, 0.85))
+    stream, updates = paused_after(sentence, 0.7)
+    assert [texts(update.final) for update in updates] == [["It", "is"]]
+    assert texts(updates[-1].interim) == ["themselves."]
+    stream.add_audio(loud(0.6))  # the speaker goes on
+    update = stream.commit(stream.next_window(), sentence[:2] + words(
+        ("themselves", 0.5, 0.85), ("who", 1.6, 1.8), ("are", 1.85, 2.0)))
+    assert texts(update.final) == ["themselves"], "settled as the decode that heard both sides wrote it"
+    assert texts(update.interim) == ["who", "are"]
+
+
+def test_a_sentence_mark_stands_once_the_silence_after_it_is_long():
+    sentence = words(("It", 0.0, 0.2), ("is", 0.25, 0.45), ("themselves.", 0.5, 0.85))
+    stream, updates = paused_after(sentence, 0.7)
+    assert texts(updates[-1].interim) == ["themselves."]
+    stream.add_audio(quiet(0.5))
+    window = stream.next_window()
+    assert window is not None and window.final and not window.decode, "silence is not decoded again"
+    update = stream.commit(window, [])
+    assert texts(update.final) == ["themselves."] and update.interim == ()
+    stream.add_audio(quiet(2.0))
+    assert stream.next_window() is None
+
+
+@pytest.mark.parametrize("ending", ["finalize", "end_input"])
+def test_a_held_sentence_mark_settles_at_a_finalize_request_and_at_the_end(ending):
+    sentence = words(("It", 0.0, 0.2), ("is", 0.25, 0.45), ("themselves.", 0.5, 0.85))
+    stream, _ = paused_after(sentence, 0.7)
+    getattr(stream, ending)()
+    window = stream.next_window()
+    assert window is not None and window.final
+    assert texts(stream.commit(window, []).final) == ["themselves."]
+
+
+def test_a_comma_at_a_pause_settles_at_once():
+    sentence = words(("It", 0.0, 0.2), ("is", 0.25, 0.45), ("themselves,", 0.5, 0.85))
+    _, updates = paused_after(sentence, 0.7)
+    assert [texts(update.final) for update in updates] == [["It", "is", "themselves,"]]
+
+
+def test_the_first_words_wait_for_a_decode_that_writes_them_as_the_start_of_a_text():
+    stream = policy(prompted=False, step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("printing", 0.0, 0.5), ("in", 0.55, 0.7)))
+    stream.add_audio(loud(0.5))
+    fragment = stream.commit(stream.next_window(), words(("printing", 0.0, 0.5), ("in", 0.55, 0.7), ("the", 0.75, 0.9)))
+    assert fragment.final == (), "two decodes agree, but both read a fragment"
+    stream.add_audio(loud(0.5))
+    text = stream.commit(stream.next_window(), [Word(" Printing,", 0.0, 0.5, 0.9)] + words(
+        ("in", 0.55, 0.7), ("the", 0.75, 0.9), ("only", 1.0, 1.3)))
+    assert texts(text.final) == ["Printing,", "in", "the"]
+
+
+def test_first_words_in_lower_case_settle_once_the_window_is_long():
+    stream = policy(prompted=False, step_s=0.5)
+    heard = words(*[(f"word{index}", index * 0.5, index * 0.5 + 0.4) for index in range(12)])
+    stream.add_audio(loud(5.5))
+    stream.commit(stream.next_window(), heard[:11])
+    stream.add_audio(loud(0.5))
+    assert texts(stream.commit(stream.next_window(), heard).final) == texts(heard[:11])
+
+
+def test_first_words_after_a_prompt_do_not_wait():
+    stream = policy(prompted=True, step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("for", 0.0, 0.4), ("although", 0.5, 0.9)))
+    stream.add_audio(loud(0.5))
+    assert texts(stream.commit(stream.next_window(), words(("for", 0.0, 0.4), ("although", 0.5, 0.9))).final) == \
+        ["for", "although"]

@@ -63,7 +63,7 @@ def test_finals_carry_increasing_offsets_and_words(fake_server):
     responses, _, _ = call(fake_server.address, [config(), *audio_requests(word_audio(WORDS))])
     words = [word for result in finals(responses) for word in result.words]
     starts = [word.start_offset.ToNanoseconds() / 1e9 for word in words]
-    assert [word.word for word in words] == [f"w{number}" for number in WORDS]
+    assert [word.word for word in words] == [f"W{WORDS[0]}"] + [f"w{number}" for number in WORDS[1:]]
     assert starts == sorted(starts)
     assert starts[0] == pytest.approx(0.2, abs=0.05)  # the 0.2 s lead-in of word_audio
     assert all(0 < word.probability <= 1 for word in words)
