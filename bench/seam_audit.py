@@ -10,7 +10,8 @@ a server in this process at each pace (`0`: as fast as the SDK sends), one strea
 policy's DEBUG log captured. The stream's finals are aligned word by word with the offline transcript;
 each deletion, insertion and substitution is printed with the windows, commits, cuts and filters whose
 audio touched it. Printed per pace: WER and deletions against the human reference (stream and offline),
-the words offline hears that the finals lack, and the worst run.
+the words offline hears that the finals lack, the worst run, and how the finals' sentence marks and capitals
+differ from offline's (bench/sentence_marks.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import jiwer
@@ -32,6 +33,7 @@ import numpy as np
 from soxr import resample
 
 import stream_bench as sb
+from sentence_marks import sentence_figures
 from transcriber_sdk import Client, Word, chunked, read_pcm16
 from transcriber_server.app import TranscriberApp
 from transcriber_server.batch_decode import joined_pieces
@@ -147,6 +149,23 @@ def align(offline: Sequence[Word], stream: Sequence[Word]) -> list[Edit]:
     return edits
 
 
+def matched(offline: Sequence[Word], stream: Sequence[Word]) -> list[tuple[Word, Word]]:
+    """The offline and stream words that the alignment found the same, in order, each pair once."""
+    offline, offline_keys = keyed(offline)
+    stream, stream_keys = keyed(stream)
+    if not offline_keys or not stream_keys:
+        return []
+    output = jiwer.process_words(" ".join(offline_keys), " ".join(stream_keys))
+    pairs: list[tuple[Word, Word]] = []
+    for chunk in output.alignments[0]:
+        if chunk.type == "equal":
+            for said, heard in zip(offline[chunk.ref_start_idx:chunk.ref_end_idx],
+                                   stream[chunk.hyp_start_idx:chunk.hyp_end_idx]):
+                if not pairs or pairs[-1][0] is not said or pairs[-1][1] is not heard:
+                    pairs.append((said, heard))
+    return pairs
+
+
 def lost_words(edits: Sequence[Edit]) -> int:
     """Words offline hears that the finals lack or wrote differently."""
     return sum(len(edit.offline) for edit in edits if edit.kind != "insert")
@@ -244,14 +263,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                     for run in range(args.runs):
                         policy_log.records.clear()
                         finals = stream_finals(client, pcm, rate, speed)
-                        edits = align(offline[item["id"]].words, finals)
+                        said = offline[item["id"]].words
+                        edits = align(said, finals)
+                        marks = sentence_figures(said, finals, matched(said, finals))
                         runs.append({"id": item["id"], "run": run, "lost": lost_words(edits),
                                      "text": " ".join(word.text.strip() for word in finals),
-                                     "edits": [str(edit) for edit in edits]})
+                                     "edits": [str(edit) for edit in edits], "sentences": asdict(marks)})
                         if not args.quiet and edits:
                             print(f"\n{item['id']} at {speed:g}x, run {run + 1}: {len(edits)} seams")
                             for edit in edits:
                                 print("\n".join(describe(edit, policy_log.records)))
+                        if not args.quiet and (marks.mark_then_lower_stream or not marks.starts_with_capital):
+                            print(f"\n{item['id']} at {speed:g}x, run {run + 1}: sentence mark, then lower case: "
+                                  f"{marks.mark_then_lower_stream} (offline: {marks.mark_then_lower_offline}); "
+                                  f"starts with a capital: {marks.starts_with_capital}")
                 report[f"{speed:g}x"] = summarize(items, offline, runs)
                 print_summary(f"{speed:g}x", report[f"{speed:g}x"])
     finally:
@@ -266,12 +291,20 @@ def summarize(items: list[dict], offline: dict[str, sb.Offline], runs: list[dict
     stream = error_counts(references, [run["text"] for run in runs])
     baseline = error_counts(references, [offline[run["id"]].text for run in runs])
     worst = max(runs, key=lambda run: run["lost"])
+    marks = [run["sentences"] for run in runs]
+    words = sum(figures["words"] for figures in marks)
     return {"runs": len(runs), "runs_losing_words": sum(1 for run in runs if run["lost"]),
             "lost_words": sum(run["lost"] for run in runs),
             "offline_words": sum(len(_unique(keyed(offline[run["id"]].words)[0])) for run in runs),
             "wer_stream": stream["wer"], "wer_offline": baseline["wer"],
             "deletions_stream": stream["deletions"], "deletions_offline": baseline["deletions"],
-            "worst": {key: worst[key] for key in ("id", "run", "lost", "edits")}, "per_run": runs}
+            "worst": {key: worst[key] for key in ("id", "run", "lost", "edits")},
+            "mark_then_lower_stream": sum(len(figures["mark_then_lower_stream"]) for figures in marks),
+            "mark_then_lower_offline": sum(len(figures["mark_then_lower_offline"]) for figures in marks),
+            "boundary_disagreements_per_100": 100 * sum(figures["boundary_disagreements"] for figures in marks) / words,
+            "case_disagreements_per_100": 100 * sum(figures["case_disagreements"] for figures in marks) / words,
+            "runs_starting_lower": sum(1 for figures in marks if not figures["starts_with_capital"]),
+            "per_run": runs}
 
 
 def print_summary(pace: str, figures: dict) -> None:
@@ -279,6 +312,10 @@ def print_summary(pace: str, figures: dict) -> None:
           f"({figures['lost_words']} of {figures['offline_words']} words); "
           f"WER {figures['wer_stream']:.2f} % (offline {figures['wer_offline']:.2f} %), "
           f"deletions {figures['deletions_stream']:.2f} % (offline {figures['deletions_offline']:.2f} %)")
+    print(f"   sentences: {figures['mark_then_lower_stream']} places where a sentence mark is followed by lower case "
+          f"(offline {figures['mark_then_lower_offline']}); against offline, per 100 words: "
+          f"{figures['boundary_disagreements_per_100']:.2f} sentence ends, {figures['case_disagreements_per_100']:.2f} "
+          f"capitals; {figures['runs_starting_lower']} streams start in lower case")
     worst = figures["worst"]
     print(f"   worst stream: {worst['id']} run {worst['run'] + 1}, {worst['lost']} words: " + "; ".join(worst["edits"][:8]),
           flush=True)
