@@ -281,6 +281,8 @@ class StreamPolicy:
                 # Words this close to the end of the audio have heard too little of what follows.
                 while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
                     agreed -= 1
+                if agreed == len(words) and _ENDS_SENTENCE.search(words[-1].text):
+                    agreed -= 1  # a sentence mark on the last word heard marks where the audio ends (below)
                 agreed = min(agreed, self._heard_whole_before(agreed))
                 if agreed and self._reads_as_a_fragment(window, words[0]):
                     agreed = 0
@@ -293,8 +295,9 @@ class StreamPolicy:
         self._held_at_s = None
         if window.at_pause and final and _ENDS_SENTENCE.search(final[-1].text):
             # The window ended in the pause, and Whisper ends a sentence where its audio ends: "themselves."
-            # before "who are in the driver's seat". The word waits for a decode that hears what follows,
-            # which writes it as offline decoding would, or for a silence long enough to end a sentence.
+            # before "who are in the driver's seat". The word waits for a decode that writes a word after
+            # it, as offline decoding would, or for a silence long enough to end a sentence. Two interim
+            # decodes that heard nothing after such a word do not settle it either (above).
             final, self._tentative = final[:-1], final[-1:]
             self._held_at_s = max(window.end_s, window.through_s)
             self._tentative_heard_to_s = window.end_s

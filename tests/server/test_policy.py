@@ -426,3 +426,16 @@ def test_first_words_after_a_prompt_do_not_wait():
     stream.add_audio(loud(0.5))
     assert texts(stream.commit(stream.next_window(), words(("for", 0.0, 0.4), ("although", 0.5, 0.9))).final) == \
         ["for", "although"]
+
+
+def test_a_sentence_mark_on_the_last_word_two_decodes_heard_waits_for_a_word_after_it():
+    stream = policy(step_s=0.5)
+    sentence = words(("It", 0.0, 0.2), ("is", 0.25, 0.45), ("themselves.", 0.5, 0.85))
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), sentence)
+    stream.add_audio(loud(0.5))  # "who" has begun, and is cut off
+    update = stream.commit(stream.next_window(), sentence)
+    assert texts(update.final) == ["It", "is"] and texts(update.interim) == ["themselves."]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), sentence[:2] + words(("themselves", 0.5, 0.85), ("who", 1.0, 1.4)))
+    assert texts(update.final) == ["themselves"]
