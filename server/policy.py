@@ -281,7 +281,7 @@ class StreamPolicy:
                 # Words this close to the end of the audio have heard too little of what follows.
                 while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
                     agreed -= 1
-                if agreed == len(words) and _ENDS_SENTENCE.search(words[-1].text):
+                if agreed and agreed == len(words) and _ENDS_SENTENCE.search(words[-1].text):
                     agreed -= 1  # a sentence mark on the last word heard marks where the audio ends (below)
                 agreed = min(agreed, self._heard_whole_before(agreed))
                 if agreed and self._reads_as_a_fragment(window, words[0]):

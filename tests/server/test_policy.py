@@ -439,3 +439,12 @@ def test_a_sentence_mark_on_the_last_word_two_decodes_heard_waits_for_a_word_aft
     stream.add_audio(loud(0.5))
     update = stream.commit(stream.next_window(), sentence[:2] + words(("themselves", 0.5, 0.85), ("who", 1.0, 1.4)))
     assert texts(update.final) == ["themselves"]
+
+
+def test_interim_decodes_that_hear_no_word_commit_nothing_and_keep_the_stream_going():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    assert texts(stream.commit(stream.next_window(), []).final) == []
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), [])
+    assert texts(update.final) == [] and texts(update.interim) == []
