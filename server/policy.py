@@ -30,6 +30,7 @@ LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper loop
 AGREEMENT_SLACK_S = 0.5  # two hypotheses agree on a word only where its two timings overlap, give or take this
 UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the aligner
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
+HEARD_PAST_SPEECH_S = 0.1  # ...if their decode heard this much past the last speech frame: the last word whole
 FRAGMENT_S = 5.0  # a decode of less audio than this, with no text before it, may read it as a fragment
 SENTENCE_END_SILENCE_S = 1.0  # silence after which a sentence mark written at a pause stands on its own
 _NOT_A_WORD = re.compile(r"[^\w']+")
@@ -207,7 +208,7 @@ class StreamPolicy:
                 self._decoded_s = max(self._decoded_s, end_s)
                 continue
             if settling and not at_cap and self._tentative and \
-                    self._decoded_s + FRAME_S >= self._voice.speech_end_before(end_s) and \
+                    self._tentative_heard_to_s >= self._voice.speech_end_before(end_s) + HEARD_PAST_SPEECH_S and \
                     min(word.probability for word in self._tentative) >= SURE_WORD_PROBABILITY:
                 return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
                               prompt="", final=True, decode=False, at_pause=at_pause)

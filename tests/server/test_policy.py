@@ -131,8 +131,8 @@ def test_silence_costs_no_decode_and_is_forgotten():
 
 
 def test_a_pause_settles_sure_interim_words_without_a_new_decode():
-    stream = policy(step_s=0.5)
-    stream.add_audio(loud(0.9))
+    stream = policy(step_s=1.0)
+    stream.add_audio(np.concatenate([loud(0.9), quiet(0.2)]))  # the decode hears past the last word
     stream.commit(stream.next_window(), words(("hi", 0.0, 0.4), ("there", 0.45, 0.85)))
     stream.add_audio(quiet(1.0))  # a pause: the voice tracker reports the end of speech
     window = stream.next_window()
@@ -448,3 +448,14 @@ def test_interim_decodes_that_hear_no_word_commit_nothing_and_keep_the_stream_go
     stream.add_audio(loud(0.5))
     update = stream.commit(stream.next_window(), [])
     assert texts(update.final) == [] and texts(update.interim) == []
+
+
+def test_a_pause_right_after_the_end_of_the_audio_decoded_decodes_the_word_that_was_cut_off():
+    stream = policy(step_s=0.5)
+    stream.add_audio(np.concatenate([loud(0.4), quiet(0.1), loud(0.4)]))
+    stream.commit(stream.next_window(), words(("hi", 0.0, 0.4)))  # "there" ends where the audio ends: not heard
+    stream.add_audio(quiet(1.0))
+    window = stream.next_window()
+    assert window is not None and window.final and window.decode
+    update = stream.commit(window, words(("hi", 0.0, 0.4), ("there", 0.5, 0.9)))
+    assert texts(update.final) == ["hi", "there"]
