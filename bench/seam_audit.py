@@ -33,7 +33,7 @@ import numpy as np
 from soxr import resample
 
 import stream_bench as sb
-from sentence_marks import sentence_figures
+from sentence_marks import mark_then_lower_pairs, sentence_figures
 from transcriber_sdk import Client, Word, chunked, read_pcm16
 from transcriber_server.app import TranscriberApp
 from transcriber_server.batch_decode import joined_pieces
@@ -277,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             print(f"\n{item['id']} at {speed:g}x, run {run + 1}: sentence mark, then lower case: "
                                   f"{marks.mark_then_lower_stream} (offline: {marks.mark_then_lower_offline}); "
                                   f"starts with a capital: {marks.starts_with_capital}")
+                            for pair in mark_then_lower_pairs(finals):
+                                print("\n".join(describe(Edit("mark,lower", (), pair), policy_log.records)))
                 report[f"{speed:g}x"] = summarize(items, offline, runs)
                 print_summary(f"{speed:g}x", report[f"{speed:g}x"])
     finally:

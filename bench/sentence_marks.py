@@ -31,10 +31,14 @@ def begins_upper(text: str) -> bool:
     return bool(letters) and letters[0].isupper()
 
 
-def mark_then_lower(words: Sequence[Word]) -> list[str]:
-    """Each place where a word ends a sentence and the next goes on in lower case ("themselves. who")."""
-    return [f"{before.text.strip()} {after.text.strip()}" for before, after in zip(words, words[1:])
+def mark_then_lower_pairs(words: Sequence[Word]) -> list[tuple[Word, Word]]:
+    """Each place where a word ends a sentence and the next goes on in lower case ("themselves." "who")."""
+    return [(before, after) for before, after in zip(words, words[1:])
             if ends_sentence(before.text) and begins_lower(after.text)]
+
+
+def mark_then_lower(words: Sequence[Word]) -> list[str]:
+    return [f"{before.text.strip()} {after.text.strip()}" for before, after in mark_then_lower_pairs(words)]
 
 
 @dataclass(frozen=True)

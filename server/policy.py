@@ -275,6 +275,7 @@ class StreamPolicy:
             words = _logged("over silence", words, self._voiced(words), span_s)
             words = _logged("repetition loop", words, drop_repetition_loop(words), span_s)
             words = _logged("unplaced tail", words, drop_unplaced_tail(words), span_s)
+            words = self._capitalized_after_a_final_sentence_end(hypothesis, words)
             if window.final:
                 final, self._tentative = tuple(_logged("unsure tail", words, drop_unsure_tail(words), span_s)), ()
             else:
@@ -313,6 +314,23 @@ class StreamPolicy:
             self._committed_s = max(self._committed_s, window.end_s, window.through_s)
         self._trim(window)
         return Update(final=final, interim=self._tentative)
+
+    def _capitalized_after_a_final_sentence_end(self, hypothesis: list[Word], words: list[Word]) -> list[Word]:
+        """The new words, the first with a capital where the last final word ended a sentence and this decode
+        read that word without the mark.
+
+        A decode that hears both sides of a sentence end reads it either way ("surpassed. Printing" in one,
+        "surpassed, printing" in the next); the finals took the mark from one and the case from the other,
+        "surpassed. printing". A decode that wrote the mark and then lower case ("i.e. the") is kept.
+        """
+        if not words or not self._recent or not _ENDS_SENTENCE.search(self._recent[-1].text):
+            return words
+        position = next((index for index, word in enumerate(hypothesis) if word is words[0]), 0)
+        read_before = hypothesis[position - 1] if position else None
+        if read_before is None or normalize(read_before.text) != normalize(self._recent[-1].text) or \
+                _ENDS_SENTENCE.search(read_before.text):
+            return words
+        return [with_capital(words[0]), *words[1:]]
 
     def _heard_whole_before(self, count: int) -> int:
         """How many of the first `count` interim words the decode that wrote them heard whole, or surely.
@@ -440,6 +458,14 @@ def _logged(stage: str, before: list[Word], after: list[Word], span_s: tuple[flo
         log.debug("window %.2f-%.2f dropped as %s: %s", *span_s, stage,
                   _listed([word for word in before if id(word) not in kept]), extra={"span_s": span_s})
     return after
+
+
+def with_capital(word: Word) -> Word:
+    """The word with its first letter in upper case (unchanged in scripts without case)."""
+    position = next((index for index, char in enumerate(word.text) if char.isalpha()), None)
+    if position is None:
+        return word
+    return replace(word, text=word.text[:position] + word.text[position].upper() + word.text[position + 1:])
 
 
 def normalize(text: str) -> str:

@@ -459,3 +459,30 @@ def test_a_pause_right_after_the_end_of_the_audio_decoded_decodes_the_word_that_
     assert window is not None and window.final and window.decode
     update = stream.commit(window, words(("hi", 0.0, 0.4), ("there", 0.5, 0.9)))
     assert texts(update.final) == ["hi", "there"]
+
+
+def test_a_word_after_a_final_sentence_end_has_a_capital_when_the_decode_read_no_sentence_end_there():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    stream.commit(stream.next_window(), words(("been", 0.0, 0.3), ("surpassed.", 0.35, 0.8)))
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("been", 0.0, 0.3), ("surpassed.", 0.35, 0.8),
+                                                       ("Printing", 1.0, 1.4)))
+    assert texts(update.final) == ["been", "surpassed."] and texts(update.interim) == ["Printing"]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("been", 0.0, 0.3), ("surpassed,", 0.35, 0.8),
+                                                       ("printing", 1.0, 1.4), ("then", 1.5, 1.9)))
+    assert texts(update.final) == ["Printing"] and texts(update.interim) == ["then"]
+
+
+def test_a_word_the_decode_wrote_in_lower_case_after_the_same_mark_keeps_it():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.5))
+    stream.commit(stream.next_window(), words(("that", 0.0, 0.3), ("i.e.", 0.35, 0.8), ("the", 1.0, 1.2)))
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("that", 0.0, 0.3), ("i.e.", 0.35, 0.8), ("thee", 1.0, 1.2)))
+    assert texts(update.final) == ["that", "i.e."]
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), words(("that", 0.0, 0.3), ("i.e.", 0.35, 0.8), ("the", 1.0, 1.2),
+                                                       ("letter", 1.3, 1.8)))
+    assert texts(update.interim)[0] == "the"
