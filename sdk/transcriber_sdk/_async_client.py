@@ -253,10 +253,18 @@ class AsyncClient:
         return None
 
     async def _judge(self, failure: grpc.RpcError, endpoint: str, deadline: float | None) -> TranscriberError:
-        """The SDK error of a failed call. A bare INTERNAL (no reason from our server: "Internal error from
-        Core") is also what grpc.aio reports when the connection dies while we write (grpc/grpc#36066):
-        alone it proves nothing, but with a failed health check it is an endpoint that went away."""
+        """The SDK error of a failed call: a CANCELLED the caller did not ask for is an endpoint that went
+        away. A bare INTERNAL (no reason from our server: "Internal error from Core") is also what grpc.aio
+        reports when the connection dies while we write (grpc/grpc#36066): alone it proves nothing, but with
+        a failed health check it is an endpoint that went away."""
         error = from_rpc_error(failure, endpoint)
+        if error.code == grpc.StatusCode.CANCELLED and not self._closed:
+            # Not the caller's cancel (grpc.aio raises CancelledError for that): a server that shuts down
+            # cancels the calls it has not handed to a handler yet (grpc/grpc#41785). Another endpoint may
+            # take the call.
+            return EndpointUnavailableError(f"{error.details}: the endpoint cancelled the call (a server "
+                                            "shutting down does so)", code=grpc.StatusCode.UNAVAILABLE,
+                                            endpoint=endpoint)
         if error.code == grpc.StatusCode.INTERNAL and not error.reason and \
                 not await self._serving(endpoint, deadline):
             return EndpointUnavailableError(f"{error.details}; the endpoint no longer passes its health check",

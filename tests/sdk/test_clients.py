@@ -392,35 +392,41 @@ def test_closing_the_client_under_an_open_stream_raises_a_typed_error(kind, fake
     assert wait_for(lambda: fake_server.app.servicer.admission.active == 0)
 
 
-class BareInternalServer:
-    """A server that admits a stream, then (after `abort_after_s`) ends it with INTERNAL and no in-band
-    status (what grpc.aio reports when a connection dies mid-write), its health service answering `health`,
-    or never (None: a black hole)."""
+class AbortingServer:
+    """A server that admits a stream, then (after `abort_after_s`) ends it with `code` and no in-band status,
+    and fails every file the same way; its health service answers `health`, or never (None: a black hole).
+    INTERNAL "Internal error from Core" is what grpc.aio reports when a connection dies mid-write;
+    CANCELLED is what a shutting-down server gives the calls it has not started (grpc/grpc#41785)."""
 
     class Servicer(pb_grpc.TranscriberServicer):
-        def __init__(self, abort_after_s: float) -> None:
-            self._abort_after_s = abort_after_s
+        def __init__(self, abort_after_s: float, code: grpc.StatusCode, details: str) -> None:
+            self._abort_after_s, self._code, self._details = abort_after_s, code, details
 
         async def StreamingTranscribe(self, request_iterator, context):  # type: ignore[no-untyped-def]
             await context.read()
             yield pb.StreamingTranscribeResponse(model="bare", server_status=pb.ServerStatus(max_streams=1))
             await asyncio.sleep(self._abort_after_s)
-            await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+            await context.abort(self._code, self._details)
+
+        async def Transcribe(self, request, context):  # type: ignore[no-untyped-def]
+            await context.abort(self._code, self._details)
 
     class SilentHealth(health_pb2_grpc.HealthServicer):
         async def Check(self, request, context):  # type: ignore[no-untyped-def]
             await asyncio.sleep(3600)
 
-    def __init__(self, health: int | None, abort_after_s: float = 0.0) -> None:
+    def __init__(self, health: int | None, abort_after_s: float = 0.0,
+                 code: grpc.StatusCode = grpc.StatusCode.INTERNAL, details: str = "Internal error from Core") -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.server, port = asyncio.run_coroutine_threadsafe(self._start(health, abort_after_s), self.loop).result(10)
+        servicer = self.Servicer(abort_after_s, code, details)
+        self.server, port = asyncio.run_coroutine_threadsafe(self._start(health, servicer), self.loop).result(10)
         self.address = f"127.0.0.1:{port}"
 
-    async def _start(self, status: int | None, abort_after_s: float) -> tuple[grpc.aio.Server, int]:
+    async def _start(self, status: int | None, servicer: pb_grpc.TranscriberServicer) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server()
-        pb_grpc.add_TranscriberServicer_to_server(self.Servicer(abort_after_s), server)
+        pb_grpc.add_TranscriberServicer_to_server(servicer, server)
         checker = health.aio.HealthServicer() if status is not None else self.SilentHealth()
         if status is not None:
             await checker.set("", status)
@@ -440,7 +446,7 @@ class BareInternalServer:
                                                   (health_pb2.HealthCheckResponse.SERVING, False)])
 def test_a_bare_internal_moves_the_stream_only_when_the_endpoint_fails_its_health_check(kind, health_status, moves,
                                                                                        caplog):
-    bare = BareInternalServer(health_status)
+    bare = AbortingServer(health_status)
     good = ServerThread(ServerSettings(), FakeEngine())
     try:
         for _ in range(12):  # until the bare one was picked first
@@ -463,7 +469,7 @@ def test_a_bare_internal_moves_the_stream_only_when_the_endpoint_fails_its_healt
 def test_the_health_check_after_a_failure_keeps_to_the_calls_deadline(kind):
     """A bare INTERNAL just before the deadline, from an endpoint whose health check never answers: the
     caller gets DEADLINE_EXCEEDED at its deadline, not a probe timeout later (EndpointUnavailableError)."""
-    bare = BareInternalServer(None, abort_after_s=1.5)
+    bare = AbortingServer(None, abort_after_s=1.5)
     try:
         started = time.monotonic()
         with pytest.raises(DeadlineExceededError):
@@ -471,3 +477,35 @@ def test_the_health_check_after_a_failure_keeps_to_the_calls_deadline(kind):
         assert time.monotonic() - started < 2.5
     finally:
         bare.stop()
+
+
+def test_a_call_the_server_cancelled_goes_to_another_endpoint(kind, caplog, tmp_path):
+    """CANCELLED that the caller did not ask for comes from a server shutting down (grpc/grpc#41785): the
+    stream and the file both go on elsewhere, every word kept."""
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "words.wav"
+    soundfile.write(path, np.frombuffer(word_audio(WORDS), "<i2"), 16_000)
+    cancelling = AbortingServer(health_pb2.HealthCheckResponse.SERVING, code=grpc.StatusCode.CANCELLED,
+                                details="CANCELLED")
+    good = ServerThread(ServerSettings(), FakeEngine())
+    try:
+        for _ in range(12):  # until the cancelling one was picked first
+            assert final_words(collect(kind, [cancelling.address, good.address],
+                                       chunked(word_audio(WORDS), 16_000))) == WORDS
+            if moved(caplog):
+                break
+        else:
+            raise AssertionError("the cancelling endpoint was never tried")
+        caplog.clear()
+        for _ in range(12):
+            assert words_of(transcribe(kind, [cancelling.address, good.address], path).text) == WORDS
+            if "trying another endpoint" in caplog.text:
+                assert "cancelled the call" in caplog.text
+                break
+        else:
+            raise AssertionError("the cancelling endpoint was never tried with a file")
+    finally:
+        cancelling.stop()
+        good.stop()
