@@ -163,7 +163,9 @@ class StreamPolicy:
         """Where a client may resume the stream on another call: every word before it is final, none spans
         it, and it lies in a pause where the window has one (a window that starts inside a word makes
         Whisper skip the next words). Never decreases."""
-        if not self._tentative and not self._voice.has_speech(self._committed_s, self._decoded_s):
+        # Any frame that may be speech counts: a quiet word ("ask" at 8 kHz) need not begin a speech region.
+        if not self._tentative and (self._committed_s >= self._decoded_s or
+                                    not self._voice.speech_in(self._committed_s, self._decoded_s)):
             point = max(self._committed_s, self._decoded_s)
         else:
             pause_s = self._voice.quiet_point(self._start_s, self._committed_s)
@@ -260,6 +262,7 @@ class StreamPolicy:
         the current interim tail.
         """
         span_s = (window.start_s, window.through_s if window.decode else window.end_s)
+        held_at_s = self._held_at_s
         if not window.decode:
             final = tuple(word for word in self._tentative if word.start_s < window.end_s)
             self._tentative = self._tentative[len(final):]
@@ -311,7 +314,10 @@ class StreamPolicy:
             self._recent.extend(final)
             self._committed_s = max(self._committed_s, final[-1].end_s)
         if window.final and self._held_at_s is None:
-            self._committed_s = max(self._committed_s, window.end_s, window.through_s)
+            # A held word settled without a decode covers its pause, not all the audio received since: that may
+            # hold a word too quiet to begin speech, which the next decode must not take for committed audio.
+            covered_s = held_at_s if held_at_s is not None and not window.decode else max(window.end_s, window.through_s)
+            self._committed_s = max(self._committed_s, covered_s)
         self._trim(window)
         return Update(final=final, interim=self._tentative)
 

@@ -486,3 +486,36 @@ def test_a_word_the_decode_wrote_in_lower_case_after_the_same_mark_keeps_it():
     update = stream.commit(stream.next_window(), words(("that", 0.0, 0.3), ("i.e.", 0.35, 0.8), ("the", 1.0, 1.2),
                                                        ("letter", 1.3, 1.8)))
     assert texts(update.interim)[0] == "the"
+
+
+def test_a_quiet_word_after_a_held_sentence_mark_is_neither_committed_nor_settled_unheard():
+    """Sent at 8 kHz, JFK's "ask" scores 0.45 with the voice-activity model, under the bar that begins
+    speech (0.5). After the pause that held "America.", audio that arrived at once through "ask" settled
+    the held word without a decode, and all of it counted as committed: the next decode read "Americans
+    ask not", and "ask", inside the committed audio, went with the committed word it read differently.
+    The settled point, where a client resumes on another endpoint, passed "ask" as well."""
+    def peak(frames: np.ndarray) -> np.ndarray:  # a frame's voice score is its loudest sample
+        return np.abs(frames.reshape(-1, 512)).max(axis=1)
+
+    def level(value: float, seconds: float) -> np.ndarray:
+        return np.full(int(seconds * RATE), value, dtype=np.float32)
+
+    defaults = ServerSettings()
+    stream = StreamPolicy(PolicyOptions(step_s=0.5, max_window_s=defaults.max_window_s,
+                                        trim_window_s=defaults.trim_window_s, holdback_s=0.0),
+                          VoiceActivity(peak, threshold=0.5, min_silence_s=0.6), prompted=True)
+    sentence = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("America.", 0.5, 0.85))
+    stream.add_audio(level(0.9, 0.9))
+    stream.commit(stream.next_window(), sentence)
+    stream.add_audio(level(0.0, 0.7))
+    while (window := stream.next_window()) is not None:
+        stream.commit(window, sentence)
+    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.1)]))  # "ask" at 2.1-2.5 s
+    window = stream.next_window()
+    assert window is not None and not window.decode
+    assert texts(stream.commit(window, []).final) == ["America."]
+    assert stream.settled_s <= 2.1, "the settled point passed a word no decode has heard"
+    stream.add_audio(level(0.9, 0.5))  # "not"
+    update = stream.commit(stream.next_window(), sentence[:2] + words(("Americans", 0.5, 0.95), ("ask", 2.1, 2.5),
+                                                                      ("not", 2.6, 3.0)))
+    assert texts(update.final + update.interim) == ["ask", "not"]
