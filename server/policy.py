@@ -8,7 +8,8 @@ window to decode, and hands back the words the engine heard in it:
 - once long, the window is cut in a pause inside committed speech, so it never grows past `max_window_s`;
 - no decode happens while the voice-activity tracker hears no uncommitted speech;
 - the end of speech (a pause), a FINALIZE request and the end of input settle everything as final, except
-  a sentence mark at a short pause: that word waits for a decode that hears what follows it.
+  at a short pause a sentence mark, and words that the decode at the pause read otherwise than the one
+  before it: they wait for a decode that hears what follows them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the 
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
 HEARD_PAST_SPEECH_S = 0.1  # ...if their decode heard this much past the last speech frame: the last word whole
 FRAGMENT_S = 5.0  # a decode of less audio than this, with no text before it, may read it as a fragment
-SENTENCE_END_SILENCE_S = 1.0  # silence after which a sentence mark written at a pause stands on its own
+HELD_SILENCE_S = 1.0  # silence after which words held at a pause settle as the pause's decode read them
 _NOT_A_WORD = re.compile(r"[^\w']+")
 _ENDS_SENTENCE = re.compile(r"[.!?。！？…][\"'”’)\]}»]*\s*$")
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class StreamPolicy:
         self._tentative: tuple[Word, ...] = ()
         self._tentative_heard_to_s = 0.0  # the end of the audio of the decode that wrote _tentative
         self._settle_points: deque[tuple[float, Settle]] = deque()  # pauses and FINALIZE requests, in stream time
-        self._held_at_s: float | None = None  # the pause at which a word with a sentence mark was kept interim
+        self._held_at_s: float | None = None  # the pause at which a decode's words were kept interim
         self._input_ended = False
         self._has_decoded = False
         self._settled_s = 0.0
@@ -202,9 +203,10 @@ class StreamPolicy:
             if not self._tentative and not self._voice.has_speech(self._committed_s, end_s):
                 self._skip_silence(end_s)
                 continue
-            if self._held_at_s is not None and not self._voice.has_speech(self._held_at_s, end_s):
+            # Any frame that may be speech ends the wait: a quiet word after a pause need not begin speech.
+            if self._held_at_s is not None and not self._voice.speech_in(self._held_at_s, end_s):
                 # Only the word held at a pause is interim, and nothing was said since: no decode.
-                if settling or end_s - self._voice.speech_end_before(end_s) >= SENTENCE_END_SILENCE_S:
+                if settling or end_s - self._voice.speech_end_before(end_s) >= HELD_SILENCE_S:
                     return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
                                   prompt="", final=True, decode=False)
                 self._decoded_s = max(self._decoded_s, end_s)
@@ -280,7 +282,9 @@ class StreamPolicy:
             words = _logged("unplaced tail", words, drop_unplaced_tail(words), span_s)
             words = self._capitalized_after_a_final_sentence_end(hypothesis, words)
             if window.final:
-                final, self._tentative = tuple(_logged("unsure tail", words, drop_unsure_tail(words), span_s)), ()
+                words = _logged("unsure tail", words, drop_unsure_tail(words), span_s)
+                uncontested = self._uncontested(words) if window.at_pause else len(words)
+                final, self._tentative = tuple(words[:uncontested]), tuple(words[uncontested:])
             else:
                 agreed = common_prefix_length(self._tentative, words)
                 # Words this close to the end of the audio have heard too little of what follows.
@@ -298,7 +302,15 @@ class StreamPolicy:
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
             self._has_decoded = True
         self._held_at_s = None
-        if window.at_pause and final and _ENDS_SENTENCE.search(final[-1].text):
+        if window.final and window.decode and self._tentative:
+            # Two decodes of the same speech read it differently ("my fellow Americans." at 8 kHz, then "am I
+            # fellow America."): neither is agreement. The words wait for a decode that hears what follows,
+            # as offline decoding would, or for a silence long enough to take the last reading.
+            log.debug("window %.2f-%.2f: the previous decode read %s otherwise; held", *span_s,
+                      _listed(self._tentative), extra={"span_s": span_s})
+            self._held_at_s = max(window.end_s, window.through_s)
+            self._tentative_heard_to_s = window.end_s
+        elif window.at_pause and final and _ENDS_SENTENCE.search(final[-1].text):
             # The window ended in the pause, and Whisper ends a sentence where its audio ends: "themselves."
             # before "who are in the driver's seat". The word waits for a decode that writes a word after
             # it, as offline decoding would, or for a silence long enough to end a sentence. Two interim
@@ -337,6 +349,13 @@ class StreamPolicy:
                 _ENDS_SENTENCE.search(read_before.text):
             return words
         return [with_capital(words[0]), *words[1:]]
+
+    def _uncontested(self, words: list[Word]) -> int:
+        """How many words of a decode at a pause come before the first one that the previous hypothesis,
+        where its decode heard the word whole or surely, read otherwise. Words after the end of the previous
+        hypothesis are no contest: nothing read them before."""
+        agreed = common_prefix_length(self._tentative, words)
+        return agreed if agreed < min(self._heard_whole_before(len(self._tentative)), len(words)) else len(words)
 
     def _heard_whole_before(self, count: int) -> int:
         """How many of the first `count` interim words the decode that wrote them heard whole, or surely.

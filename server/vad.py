@@ -128,10 +128,11 @@ class VoiceActivity:
         return any(probability >= self._release for probability in self._probabilities[first:last])
 
     def speech_end_before(self, time_s: float) -> float:
-        """The end of the last speech frame before time_s (0 when none is kept)."""
+        """The end of the last frame before time_s that may be speech, by the bar speech must fall under to
+        end (0 when none is kept): the quiet end of a word, or a quiet word, is still speech to decode."""
         last = min(int(time_s / FRAME_S) - self._first_kept, len(self._probabilities))
         for index in range(last - 1, -1, -1):
-            if self._probabilities[index] >= self._threshold:
+            if self._probabilities[index] >= self._release:
                 return (self._first_kept + index + 1) * FRAME_S
         return 0.0
 

@@ -488,22 +488,28 @@ def test_a_word_the_decode_wrote_in_lower_case_after_the_same_mark_keeps_it():
     assert texts(update.interim)[0] == "the"
 
 
-def test_a_quiet_word_after_a_held_sentence_mark_is_neither_committed_nor_settled_unheard():
+def level(value: float, seconds: float) -> np.ndarray:
+    return np.full(int(seconds * RATE), value, dtype=np.float32)
+
+
+def graded_policy() -> StreamPolicy:
+    """A policy whose voice score of a frame is its loudest sample: 0.45 is a word too quiet to begin speech
+    (the bar is 0.5) that still holds speech up (0.35)."""
+    def peak(frames: np.ndarray) -> np.ndarray:
+        return np.abs(frames.reshape(-1, 512)).max(axis=1)
+
+    defaults = ServerSettings()
+    return StreamPolicy(PolicyOptions(step_s=0.5, max_window_s=defaults.max_window_s,
+                                      trim_window_s=defaults.trim_window_s, holdback_s=0.0),
+                        VoiceActivity(peak, threshold=0.5, min_silence_s=0.6), prompted=True)
+
+
+def test_a_quiet_word_after_a_held_sentence_mark_is_decoded_before_the_mark_settles():
     """Sent at 8 kHz, JFK's "ask" scores 0.45 with the voice-activity model, under the bar that begins
     speech (0.5). After the pause that held "America.", audio that arrived at once through "ask" settled
     the held word without a decode, and all of it counted as committed: the next decode read "Americans
-    ask not", and "ask", inside the committed audio, went with the committed word it read differently.
-    The settled point, where a client resumes on another endpoint, passed "ask" as well."""
-    def peak(frames: np.ndarray) -> np.ndarray:  # a frame's voice score is its loudest sample
-        return np.abs(frames.reshape(-1, 512)).max(axis=1)
-
-    def level(value: float, seconds: float) -> np.ndarray:
-        return np.full(int(seconds * RATE), value, dtype=np.float32)
-
-    defaults = ServerSettings()
-    stream = StreamPolicy(PolicyOptions(step_s=0.5, max_window_s=defaults.max_window_s,
-                                        trim_window_s=defaults.trim_window_s, holdback_s=0.0),
-                          VoiceActivity(peak, threshold=0.5, min_silence_s=0.6), prompted=True)
+    ask not", and "ask", inside the committed audio, went with the committed word it read differently."""
+    stream = graded_policy()
     sentence = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("America.", 0.5, 0.85))
     stream.add_audio(level(0.9, 0.9))
     stream.commit(stream.next_window(), sentence)
@@ -512,10 +518,87 @@ def test_a_quiet_word_after_a_held_sentence_mark_is_neither_committed_nor_settle
         stream.commit(window, sentence)
     stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.1)]))  # "ask" at 2.1-2.5 s
     window = stream.next_window()
-    assert window is not None and not window.decode
-    assert texts(stream.commit(window, []).final) == ["America."]
-    assert stream.settled_s <= 2.1, "the settled point passed a word no decode has heard"
+    assert window is not None and window.decode and window.end_s >= 2.5
+    heard = sentence[:2] + words(("Americans", 0.5, 0.95), ("ask", 2.1, 2.5))
+    first = stream.commit(window, heard)
     stream.add_audio(level(0.9, 0.5))  # "not"
-    update = stream.commit(stream.next_window(), sentence[:2] + words(("Americans", 0.5, 0.95), ("ask", 2.1, 2.5),
-                                                                      ("not", 2.6, 3.0)))
+    second = stream.commit(stream.next_window(), heard + words(("not", 2.6, 3.0)))
+    assert texts(first.final + second.final) == ["Americans", "ask"]
+
+
+def test_the_settled_point_stops_before_a_quiet_word_that_no_decode_heard():
+    """Where a client resumes on another endpoint: a quiet word after settled speech, not yet decoded
+    (it does not begin speech), lies after that point."""
+    stream = graded_policy()
+    sentence = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("Americans,", 0.5, 0.85))
+    stream.add_audio(level(0.9, 0.9))
+    stream.commit(stream.next_window(), sentence)
+    stream.add_audio(level(0.0, 0.7))
+    while (window := stream.next_window()) is not None:
+        assert texts(stream.commit(window, sentence).final) == ["so", "my", "Americans,"]
+    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.3)]))  # "ask" at 2.1-2.5 s
+    while (window := stream.next_window()) is not None:
+        stream.commit(window, [])
+    assert stream.settled_s <= 2.1
+    stream.add_audio(level(0.9, 0.5))  # "not"
+    update = stream.commit(stream.next_window(), sentence + words(("ask", 2.1, 2.5), ("not", 2.8, 3.2)))
     assert texts(update.final + update.interim) == ["ask", "not"]
+
+
+def test_words_that_the_decode_at_a_pause_reads_otherwise_than_the_last_one_wait_for_what_follows():
+    """At 8 kHz the last interim decode read "my fellow Americans.", the decode at the pause "am I fellow
+    America.", and that settled; offline decoding, hearing "ask not" after it, reads "my fellow Americans"."""
+    heard_before = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85))
+    heard_at_pause = words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45), ("fellow", 0.5, 0.85))
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(0.9))
+    stream.commit(stream.next_window(), heard_before)
+    stream.add_audio(quiet(0.7))
+    window = stream.next_window()
+    assert window.final and window.decode
+    update = stream.commit(window, heard_at_pause)
+    assert texts(update.final) == ["so"] and texts(update.interim) == ["am", "I", "fellow"]
+    assert stream.next_window() is None, "no decode of the silence"
+    stream.add_audio(loud(0.6))  # the speaker goes on
+    followed = heard_before + words(("Americans", 1.6, 2.1))
+    assert texts(stream.commit(stream.next_window(), followed).final) == []
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), followed + words(("ask", 2.2, 2.5)))
+    assert texts(update.final) == ["my", "fellow", "Americans"]
+
+
+def test_words_a_pause_read_otherwise_settle_as_it_read_them_once_the_silence_is_long():
+    heard_before = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85))
+    heard_at_pause = words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45), ("fellow", 0.5, 0.85))
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(0.9))
+    stream.commit(stream.next_window(), heard_before)
+    stream.add_audio(quiet(0.7))
+    stream.commit(stream.next_window(), heard_at_pause)
+    stream.add_audio(quiet(0.5))
+    window = stream.next_window()
+    assert window is not None and not window.decode
+    assert texts(stream.commit(window, []).final) == ["am", "I", "fellow"]
+
+
+def test_a_decode_at_a_pause_that_only_adds_words_settles_at_once():
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(0.9))
+    stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("my", 0.25, 0.45)))
+    stream.add_audio(quiet(0.7))
+    update = stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85)))
+    assert texts(update.final) == ["so", "my", "fellow"] and update.interim == ()
+
+
+def test_words_held_at_a_pause_wait_for_a_decode_of_a_quiet_word_after_it():
+    """At 8 kHz "ask" scores 0.45, under the bar that begins speech: the words held at the pause before it
+    settled after a second of "silence", and no decode heard "ask" with them."""
+    stream = graded_policy()
+    stream.add_audio(level(0.9, 0.9))
+    stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85)))
+    stream.add_audio(level(0.0, 0.7))
+    stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45),
+                                              ("fellow", 0.5, 0.85)))
+    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.3)]))  # "ask" at 2.1-2.5 s
+    window = stream.next_window()
+    assert window is not None and window.decode and window.end_s >= 2.5
