@@ -492,6 +492,19 @@ def level(value: float, seconds: float) -> np.ndarray:
     return np.full(int(seconds * RATE), value, dtype=np.float32)
 
 
+def quiet_ask(silence_after_s: float) -> np.ndarray:
+    """0.5 s of silence, then 0.4 s of a word too quiet to begin speech ("ask" at 8 kHz), then silence."""
+    return np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, silence_after_s)])
+
+
+def spoken_then_paused(stream: StreamPolicy, heard: list[Word]) -> list[list[str]]:
+    """0.9 s of speech that every decode hears as `heard`, then a 0.7 s pause: the finals of each window."""
+    stream.add_audio(level(0.9, 0.9))
+    stream.commit(stream.next_window(), heard)
+    stream.add_audio(level(0.0, 0.7))
+    return [texts(stream.commit(window, heard).final) for window in iter(stream.next_window, None)]
+
+
 def graded_policy() -> StreamPolicy:
     """A policy whose voice score of a frame is its loudest sample: 0.45 is a word too quiet to begin speech
     (the bar is 0.5) that still holds speech up (0.35)."""
@@ -511,12 +524,8 @@ def test_a_quiet_word_after_a_held_sentence_mark_is_decoded_before_the_mark_sett
     ask not", and "ask", inside the committed audio, went with the committed word it read differently."""
     stream = graded_policy()
     sentence = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("America.", 0.5, 0.85))
-    stream.add_audio(level(0.9, 0.9))
-    stream.commit(stream.next_window(), sentence)
-    stream.add_audio(level(0.0, 0.7))
-    while (window := stream.next_window()) is not None:
-        stream.commit(window, sentence)
-    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.1)]))  # "ask" at 2.1-2.5 s
+    spoken_then_paused(stream, sentence)
+    stream.add_audio(quiet_ask(0.1))  # "ask" at 2.1-2.5 s
     window = stream.next_window()
     assert window is not None and window.decode and window.end_s >= 2.5
     heard = sentence[:2] + words(("Americans", 0.5, 0.95), ("ask", 2.1, 2.5))
@@ -531,12 +540,8 @@ def test_the_settled_point_stops_before_a_quiet_word_that_no_decode_heard():
     (it does not begin speech), lies after that point."""
     stream = graded_policy()
     sentence = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("Americans,", 0.5, 0.85))
-    stream.add_audio(level(0.9, 0.9))
-    stream.commit(stream.next_window(), sentence)
-    stream.add_audio(level(0.0, 0.7))
-    while (window := stream.next_window()) is not None:
-        assert texts(stream.commit(window, sentence).final) == ["so", "my", "Americans,"]
-    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.3)]))  # "ask" at 2.1-2.5 s
+    assert spoken_then_paused(stream, sentence) == [["so", "my", "Americans,"]]
+    stream.add_audio(quiet_ask(0.3))  # "ask" at 2.1-2.5 s
     while (window := stream.next_window()) is not None:
         stream.commit(window, [])
     assert stream.settled_s <= 2.1
@@ -545,22 +550,25 @@ def test_the_settled_point_stops_before_a_quiet_word_that_no_decode_heard():
     assert texts(update.final + update.interim) == ["ask", "not"]
 
 
+# One stretch of 8 kHz speech as the last interim decode read it, and as the decode at the pause read it.
+MY_FELLOW = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85))
+AM_I_FELLOW = words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45), ("fellow", 0.5, 0.85))
+
+
 def test_words_that_the_decode_at_a_pause_reads_otherwise_than_the_last_one_wait_for_what_follows():
     """At 8 kHz the last interim decode read "my fellow Americans.", the decode at the pause "am I fellow
     America.", and that settled; offline decoding, hearing "ask not" after it, reads "my fellow Americans"."""
-    heard_before = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85))
-    heard_at_pause = words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45), ("fellow", 0.5, 0.85))
     stream = policy(step_s=0.5)
     stream.add_audio(loud(0.9))
-    stream.commit(stream.next_window(), heard_before)
+    stream.commit(stream.next_window(), MY_FELLOW)
     stream.add_audio(quiet(0.7))
     window = stream.next_window()
     assert window.final and window.decode
-    update = stream.commit(window, heard_at_pause)
+    update = stream.commit(window, AM_I_FELLOW)
     assert texts(update.final) == ["so"] and texts(update.interim) == ["am", "I", "fellow"]
     assert stream.next_window() is None, "no decode of the silence"
     stream.add_audio(loud(0.6))  # the speaker goes on
-    followed = heard_before + words(("Americans", 1.6, 2.1))
+    followed = MY_FELLOW + words(("Americans", 1.6, 2.1))
     assert texts(stream.commit(stream.next_window(), followed).final) == []
     stream.add_audio(loud(0.5))
     update = stream.commit(stream.next_window(), followed + words(("ask", 2.2, 2.5)))
@@ -568,13 +576,11 @@ def test_words_that_the_decode_at_a_pause_reads_otherwise_than_the_last_one_wait
 
 
 def test_words_a_pause_read_otherwise_settle_as_it_read_them_once_the_silence_is_long():
-    heard_before = words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85))
-    heard_at_pause = words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45), ("fellow", 0.5, 0.85))
     stream = policy(step_s=0.5)
     stream.add_audio(loud(0.9))
-    stream.commit(stream.next_window(), heard_before)
+    stream.commit(stream.next_window(), MY_FELLOW)
     stream.add_audio(quiet(0.7))
-    stream.commit(stream.next_window(), heard_at_pause)
+    stream.commit(stream.next_window(), AM_I_FELLOW)
     stream.add_audio(quiet(0.5))
     window = stream.next_window()
     assert window is not None and not window.decode
@@ -595,10 +601,9 @@ def test_words_held_at_a_pause_wait_for_a_decode_of_a_quiet_word_after_it():
     settled after a second of "silence", and no decode heard "ask" with them."""
     stream = graded_policy()
     stream.add_audio(level(0.9, 0.9))
-    stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("my", 0.25, 0.45), ("fellow", 0.5, 0.85)))
+    stream.commit(stream.next_window(), MY_FELLOW)
     stream.add_audio(level(0.0, 0.7))
-    stream.commit(stream.next_window(), words(("so", 0.0, 0.2), ("am", 0.25, 0.35), ("I", 0.35, 0.45),
-                                              ("fellow", 0.5, 0.85)))
-    stream.add_audio(np.concatenate([level(0.0, 0.5), level(0.45, 0.4), level(0.0, 0.3)]))  # "ask" at 2.1-2.5 s
+    stream.commit(stream.next_window(), AM_I_FELLOW)
+    stream.add_audio(quiet_ask(0.3))  # "ask" at 2.1-2.5 s
     window = stream.next_window()
     assert window is not None and window.decode and window.end_s >= 2.5
