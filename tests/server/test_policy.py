@@ -488,6 +488,21 @@ def test_a_word_the_decode_wrote_in_lower_case_after_the_same_mark_keeps_it():
     assert texts(update.interim)[0] == "the"
 
 
+def test_of_two_agreeing_readings_that_differ_in_case_the_surer_one_is_final():
+    """After "ages." one decode read "The" (p 0.93), the next "the" (p 0.04)."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.5))
+    stream.commit(stream.next_window(), words(("middle", 0.0, 0.3), ("ages.", 0.35, 0.8)))
+    stream.add_audio(loud(0.5))
+    surer = [Word(" The", 1.0, 1.2, 0.93), Word(" earliest", 1.2, 1.6, 0.99)]
+    update = stream.commit(stream.next_window(), words(("middle", 0.0, 0.3), ("ages.", 0.35, 0.8)) + surer)
+    assert texts(update.final) == ["middle", "ages."]
+    stream.add_audio(loud(0.5))
+    unsure = [Word(" the", 1.02, 1.2, 0.04), Word(" Earliest", 1.2, 1.6, 0.995), Word(" book", 1.6, 1.9, 0.99)]
+    update = stream.commit(stream.next_window(), words(("middle", 0.0, 0.3), ("ages.", 0.35, 0.8)) + unsure)
+    assert texts(update.final) == ["The", "Earliest"] and update.final[0].start_s == pytest.approx(1.02)
+
+
 def level(value: float, seconds: float) -> np.ndarray:
     return np.full(int(seconds * RATE), value, dtype=np.float32)
 
