@@ -33,7 +33,7 @@ import numpy as np
 from soxr import resample
 
 import stream_bench as sb
-from sentence_marks import mark_then_lower_pairs, sentence_figures
+from sentence_marks import boundary_disagreement_pairs, mark_then_lower_pairs, sentence_figures
 from transcriber_sdk import Client, Word, chunked, read_pcm16
 from transcriber_server.app import TranscriberApp
 from transcriber_server.batch_decode import joined_pieces
@@ -225,6 +225,12 @@ def describe(edit: Edit, records: list[Record]) -> list[str]:
     return lines
 
 
+def around(words: Sequence[Word], word: Word, reach: int = 3) -> str:
+    """`word` with the words on either side, as text."""
+    index = next(index for index, each in enumerate(words) if each is word)
+    return " ".join(each.text.strip() for each in words[max(index - reach, 0): index + reach + 1])
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--speech-dir", type=Path,
@@ -265,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         finals = stream_finals(client, pcm, rate, speed)
                         said = offline[item["id"]].words
                         edits = align(said, finals)
-                        marks = sentence_figures(said, finals, matched(said, finals))
+                        pairs = matched(said, finals)
+                        marks = sentence_figures(said, finals, pairs)
                         runs.append({"id": item["id"], "run": run, "lost": lost_words(edits),
                                      "text": " ".join(word.text.strip() for word in finals),
                                      "edits": [str(edit) for edit in edits], "sentences": asdict(marks)})
@@ -279,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   f"starts with a capital: {marks.starts_with_capital}")
                             for pair in mark_then_lower_pairs(finals):
                                 print("\n".join(describe(Edit("mark,lower", (), pair), policy_log.records)))
+                        if not args.quiet and marks.boundary_disagreements:
+                            print(f"\n{item['id']} at {speed:g}x, run {run + 1}: sentence ends that differ (offline | stream)")
+                            for said_word, heard_word in boundary_disagreement_pairs(said, finals, pairs):
+                                print(f"  {said_word.start_s:6.1f} s  {around(said, said_word)} | {around(finals, heard_word)}")
                 report[f"{speed:g}x"] = summarize(items, offline, runs)
                 print_summary(f"{speed:g}x", report[f"{speed:g}x"])
     finally:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from seam_audit import matched  # noqa: E402  (bench/ is a folder of scripts, not a package)
-from sentence_marks import ends_sentence, mark_then_lower, sentence_figures  # noqa: E402
+from sentence_marks import ends_sentence, mark_then_lower, sentence_ends, sentence_figures  # noqa: E402
 
 from transcriber_sdk import Word  # noqa: E402
 
@@ -26,6 +26,16 @@ def written(text: str) -> list[Word]:
 def test_sentence_ends_are_marks_at_a_words_end_even_before_a_closing_quote():
     assert [ends_sentence(text) for text in (" plowed.", ' "no."', " why?", " 終わり。", " i.e.", " so,", " U.S", "")] == \
         [True, True, True, True, True, False, False, False]
+
+
+def test_an_abbreviation_that_lower_case_follows_ends_no_sentence():
+    offline = written("printed in France, etc., by the press i.e. the letter. The end")
+    stream = written("printed in France, etc. by the press i.e. the letter. the end")
+    assert mark_then_lower(offline) == [] and mark_then_lower(stream) == ["letter. the"]
+    assert sentence_ends(stream) == [False] * 9 + [True, False, False]
+    assert sentence_ends(written("as in France, etc. The end")) == [False, False, False, True, False, False]
+    figures = sentence_figures(offline, stream, matched(offline, stream))
+    assert figures.boundary_disagreements == 0 and figures.case_disagreements == 1  # "the" after "letter."
 
 
 def test_the_figures_count_seams_and_disagreements_on_the_words_both_wrote():
