@@ -42,7 +42,8 @@ import stream_bench as sb
 import whisperlive_client as wl
 import whisperlive_env
 from transcriber_sdk import AsyncClient, TranscriberError, Word, chunked, read_pcm16
-from transcriber_server.engine import EMBEDDED_MODEL, embedded_model_path, resolve_device
+from transcriber_server.engine import resolve_device
+from transcriber_server.models import EMBEDDED_MODEL, model_path
 
 RATE = 16_000
 CHUNK_S = 0.1
@@ -94,10 +95,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def model_dir(model: str) -> str:
-    return embedded_model_path() if model == EMBEDDED_MODEL else model
-
-
 def start_server(system: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port = free_port()
     if system == "transcriber":
@@ -112,7 +109,7 @@ def start_server(system: str, args: argparse.Namespace) -> tuple[subprocess.Pope
         sb.wait_serving(server, port)
     else:
         python = whisperlive_env.ensure_venv(args.whisperlive_venv)
-        command = whisperlive_env.server_command(python, port, model_dir(args.model), args.cpu_threads, args.device)
+        command = whisperlive_env.server_command(python, port, model_path(args.model), args.cpu_threads, args.device)
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(server, port)
     return server, port

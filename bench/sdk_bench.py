@@ -47,7 +47,7 @@ import psutil
 
 import transcriber_sdk
 from transcriber_sdk import AsyncClient, Word, chunked, read_pcm16
-from transcriber_server.engine import EMBEDDED_MODEL, embedded_model_path
+from transcriber_server.models import EMBEDDED_MODEL, model_path
 from transcriber_server.settings import ServerSettings
 
 # bench/ is sys.path[0] when this script runs: the servers are started and scored as stream_bench does it.
@@ -169,10 +169,6 @@ def machine() -> str:
     return (f"{platform.platform()}, {os.cpu_count()} CPUs ({cpu_model}), "
             f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
             f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}")
-
-
-def model_path(model: str) -> str:
-    return embedded_model_path() if model == EMBEDDED_MODEL else model
 
 
 def server_flags(port: int, threads: int, model: str) -> list[str]:

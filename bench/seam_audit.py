@@ -37,7 +37,8 @@ from sentence_marks import boundary_disagreement_pairs, mark_then_lower_pairs, s
 from transcriber_sdk import Client, Word, chunked, read_pcm16
 from transcriber_server.app import TranscriberApp
 from transcriber_server.batch_decode import joined_pieces
-from transcriber_server.engine import EMBEDDED_MODEL, WhisperEngine, embedded_model_path, resolve_device
+from transcriber_server.engine import WhisperEngine, resolve_device
+from transcriber_server.models import EMBEDDED_MODEL, model_path
 from transcriber_server.policy import SAMPLE_RATE
 from transcriber_server.policy import Word as ServerWord
 from transcriber_server.policy import normalize
@@ -91,7 +92,7 @@ def transcribe_offline(items: list[dict], args: argparse.Namespace) -> dict[str,
     from faster_whisper import WhisperModel
 
     device, compute_type = resolve_device(args.device, "auto")
-    model = WhisperModel(embedded_model_path() if args.model == EMBEDDED_MODEL else args.model, device=device,
+    model = WhisperModel(model_path(args.model), device=device,
                          compute_type=compute_type, cpu_threads=args.cpu_threads)
     results = {}
     for item in items:

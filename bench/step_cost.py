@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import soundfile
 
 from transcriber_server.batch_decode import BatchDecoder, WindowJob
-from transcriber_server.engine import EMBEDDED_MODEL, embedded_model_path, resolve_device
+from transcriber_server.engine import resolve_device
+from transcriber_server.models import EMBEDDED_MODEL, model_path
 from transcriber_server.settings import ServerSettings
 
 RECORDING = "audio/ljspeech_LJ001-0001_0032_long.flac"
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     device, compute_type = resolve_device(args.device, "auto")
-    model = WhisperModel(embedded_model_path() if args.model == EMBEDDED_MODEL else args.model, device=device,
+    model = WhisperModel(model_path(args.model), device=device,
                          compute_type=compute_type, cpu_threads=args.cpu_threads)
     totals: dict[str, float] = defaultdict(float)
     model.model = Timed(model.model, totals)

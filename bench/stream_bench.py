@@ -38,7 +38,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from transcriber_sdk import Client, TranscriberError, Word, chunked, read_pcm16
-from transcriber_server.engine import EMBEDDED_MODEL, embedded_model_path, resolve_device
+from transcriber_server.engine import resolve_device
+from transcriber_server.models import EMBEDDED_MODEL, model_path
 from transcriber_server.settings import ServerSettings
 
 DEFAULT_SPEECH_DIR = Path(__file__).resolve().parents[2] / "shared" / "speech"
@@ -115,7 +116,7 @@ def transcribe_offline(items: list[dict], args: argparse.Namespace) -> dict[str,
     from faster_whisper import WhisperModel
 
     device, compute_type = resolve_device(args.device, "auto")
-    model = WhisperModel(embedded_model_path() if args.model == EMBEDDED_MODEL else args.model, device=device,
+    model = WhisperModel(model_path(args.model), device=device,
                          compute_type=compute_type, cpu_threads=args.cpu_threads)
     results = {}
     for item in items:

