@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--list-devices", action="store_true", help="list the audio inputs and exit")
     parser.add_argument("--endpoints", default=None, help="comma-separated host:port or https:// URLs "
                                                           "(default: env TRANSCRIBER_ENDPOINTS, else 127.0.0.1:8080)")
-    parser.add_argument("--language", default=None, help="language code; default: detect")
+    parser.add_argument("--language", default=None, help="language code (ru); several (ru,en): detected among them; "
+                                                         "default: detect any")
+    parser.add_argument("--switch-languages", action="store_true",
+                        help="detect the language of each utterance afresh (speakers who switch)")
+    parser.add_argument("--translate", action="store_true", help="write the speech in English (multilingual models)")
     parser.add_argument("--speed", type=float, default=1.0, help="with --file: play this many times faster")
     parser.add_argument("--wait-s", type=float, default=0.0, help="wait this long for the first endpoint to come up")
     args = parser.parse_args(argv)
@@ -71,7 +75,8 @@ async def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]Streaming[/bold] {what} to {', '.join(client.endpoints)}", style="cyan")
         started = time.monotonic()
         try:
-            await show_transcript(client.stream(audio, rate, language=args.language), console)
+            await show_transcript(client.stream(audio, rate, language=args.language, translate=args.translate,
+                                                language_per_utterance=args.switch_languages), console)
         except TranscriberError as error:
             console.print(f"error: {error}", style="red")
             return 1

@@ -37,12 +37,15 @@ class WindowJob:
     hotwords: str = ""
     prefix: str = ""  # text the window is known to start with: forced, not generated
     context: str = ""  # settled text before the window: trimmed from its oldest end when a batch needs it
+    candidates: tuple[str, ...] = ()  # detection chooses among these (empty: any language)
+    task: str = "transcribe"  # or "translate": the words in English (multilingual models only)
 
 
 @dataclass(frozen=True)
 class Decoded:
     words: list[Word]  # offsets relative to the start of the window
     language: str
+    language_probability: float = 1.0  # of a detected language, among the candidates; 1 when it was given
 
 
 @dataclass
@@ -51,6 +54,7 @@ class _Item:
     features: np.ndarray  # log-mel, 80 or 128 x frames
     frames: int  # mel frames of the audio itself
     language: str = "en"
+    language_probability: float = 1.0
     tokens: tuple[int, ...] = ()
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
@@ -88,9 +92,7 @@ class BatchDecoder:
         self._encoder_pad_s = encoder_pad_s
         self._encoder_min_s = encoder_min_s
         self._multilingual = model.model.is_multilingual
-        self._tokenizers = {language: Tokenizer(model.hf_tokenizer, self._multilingual, task="transcribe",
-                                                language=language if self._multilingual else None)
-                            for language in ([] if self._multilingual else ["en"])}
+        self._tokenizers = {("en", "transcribe"): Tokenizer(model.hf_tokenizer, False)} if not self._multilingual else {}
         self._tokenizer_class = Tokenizer
 
     def decode(self, jobs: list[WindowJob]) -> list[Decoded]:
@@ -100,17 +102,18 @@ class BatchDecoder:
             features = self._model.feature_extractor(job.audio)
             items.append(_Item(job, features, min(features.shape[-1] - 1, MAX_FRAMES)))
         encoded = self._encode(items)
-        for item, language in zip(items, self._languages(jobs, encoded)):
-            item.language = language
-        groups: dict[str, list[_Item]] = defaultdict(list)
+        for item, (language, probability) in zip(items, self._languages(jobs, encoded)):
+            item.language, item.language_probability = language, probability
+        groups: dict[tuple[str, str], list[_Item]] = defaultdict(list)
         for item in items:
-            groups[item.language].append(item)
-        if len(groups) > 1:  # detected languages differ: each language is aligned on its own encoder output
+            groups[item.language, item.job.task].append(item)
+        if len(groups) > 1:  # languages or tasks differ: each group is decoded on its own encoder output
             for group in groups.values():
                 self._decode_group(group, self._encode(group))
         else:
             self._decode_group(items, encoded)
-        return [Decoded(words=_words(item), language=item.language) for item in items]
+        return [Decoded(words=_words(item), language=item.language, language_probability=item.language_probability)
+                for item in items]
 
     def _encode(self, items: list[_Item]):  # type: ignore[no-untyped-def]
         import ctranslate2
@@ -126,19 +129,21 @@ class BatchDecoder:
             batch[row, :, :item.frames] = item.features[:, :item.frames]
         return self._model.model.encode(ctranslate2.StorageView.from_array(batch))
 
-    def _languages(self, jobs: list[WindowJob], encoded) -> list[str]:  # type: ignore[no-untyped-def]
+    def _languages(self, jobs: list[WindowJob], encoded) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
+        """Each window's language and its probability: given, or detected among the window's candidates."""
         if not self._multilingual:
-            return ["en"] * len(jobs)
+            return [("en", 1.0)] * len(jobs)
         if all(job.language for job in jobs):
-            return [job.language for job in jobs]  # type: ignore[misc]
+            return [(job.language, 1.0) for job in jobs]  # type: ignore[misc]
         detected = self._model.model.detect_language(encoded)
-        return [job.language or scores[0][0][2:-2] for job, scores in zip(jobs, detected)]
+        return [(job.language, 1.0) if job.language else likeliest(scores, job.candidates)
+                for job, scores in zip(jobs, detected)]
 
-    def _tokenizer(self, language: str):  # type: ignore[no-untyped-def]
-        if language not in self._tokenizers:
-            self._tokenizers[language] = self._tokenizer_class(self._model.hf_tokenizer, True, task="transcribe",
-                                                               language=language)
-        return self._tokenizers[language]
+    def _tokenizer(self, language: str, task: str):  # type: ignore[no-untyped-def]
+        if (language, task) not in self._tokenizers:
+            self._tokenizers[language, task] = self._tokenizer_class(self._model.hf_tokenizer, True, task=task,
+                                                                     language=language)
+        return self._tokenizers[language, task]
 
     def _decode_group(self, items: list[_Item], encoded) -> None:  # type: ignore[no-untyped-def]
         """Generates and aligns windows of one language; `encoded` has one row per item.
@@ -147,7 +152,7 @@ class BatchDecoder:
         prompt, so windows are grouped: a group's settled context is cut to the shortest in it, its
         oldest tokens first; hotwords and the caller's prompt are never cut (a window whose own
         are longer than that waits for the next group), and windows without any context go alone."""
-        tokenizer = self._tokenizer(items[0].language)
+        tokenizer = self._tokenizer(items[0].language, items[0].job.task)
         prompts = [self._prompt(tokenizer, item) for item in items]
         left = sorted(range(len(items)), key=lambda index: prompts[index].before)
         groups: list[tuple[list[int], int]] = []
@@ -235,6 +240,19 @@ def _needs_fallback(item: _Item, tokenizer) -> bool:  # type: ignore[no-untyped-
         return False
     text = tokenizer.decode(list(item.tokens)).strip()
     return _compression_ratio(text) > COMPRESSION_RATIO_LIMIT or item.avg_logprob < LOG_PROB_LIMIT
+
+
+
+def likeliest(scores: list[tuple[str, float]], candidates: tuple[str, ...]) -> tuple[str, float]:
+    """The likeliest language of a detection (("<|ru|>", 0.8), ...) among `candidates` (empty: all), with its
+    probability among them."""
+    ranked = [(token[2:-2], probability) for token, probability in scores
+              if not candidates or token[2:-2] in candidates]
+    if not ranked:  # a candidate the model does not know was refused with the config; be safe anyway
+        ranked = [(token[2:-2], probability) for token, probability in scores]
+    total = sum(probability for _, probability in ranked)
+    language, probability = max(ranked, key=lambda pair: pair[1])
+    return language, probability / total if total > 0 else 0.0
 
 
 def _words(item: _Item) -> list[Word]:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .batch_decode import BatchDecoder, WindowJob
+from .batch_decode import BatchDecoder, WindowJob, likeliest
 from .errors import InvalidRequest
 from .models import model_path
 from .policy import Word
@@ -31,6 +31,7 @@ GPU_BATCH = 8  # windows per batch on a GPU unless set (not measured here: no GP
 class Hypothesis:
     words: list[Word]  # offsets relative to the start of the decoded audio
     language: str
+    language_probability: float = 1.0  # of a detected language among the candidates; 1 when it was given
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class DecodeOptions:
     hotwords: str = ""
     prefix: str = ""  # streaming: the start of the window's text, already settled
     context: str = ""  # streaming: settled text before the window
+    candidates: tuple[str, ...] = ()  # language None: detect among these (empty: any)
+    task: str = "transcribe"  # or "translate" (into English)
 
 
 class Engine(Protocol):
@@ -55,6 +58,9 @@ class Engine(Protocol):
 
     def check_language(self, language_code: str) -> str | None:
         """Returns the language to decode with (None: detect). Raises InvalidRequest for unknown codes."""
+
+    def check_task(self, translate: bool) -> str:
+        """Returns the task to decode with. Raises InvalidRequest where the model cannot translate."""
 
     def voice_scorer(self) -> FrameScorer:
         """A new voice-activity scorer for one stream: 512-sample frames of 16 kHz audio in, in order,
@@ -139,15 +145,22 @@ class WhisperEngine:
                                  "'en', 'de' or 'ja', or leave it empty to detect")
         return code
 
+    def check_task(self, translate: bool) -> str:
+        if translate and self._english_only:
+            raise InvalidRequest(f"model {self.model_name} is English-only and cannot translate: use a multilingual "
+                                 "model (such as base or large-v3) for task TRANSLATE")
+        return "translate" if translate else "transcribe"
+
     def voice_scorer(self) -> FrameScorer:
         return SileroScorer(self._vad.session)
 
     async def transcribe(self, audio: np.ndarray, options: DecodeOptions, due_at: float | None = None) -> Hypothesis:
         decoded = await self.scheduler.decode(
             WindowJob(audio, options.language, prompt=options.prompt, hotwords=options.hotwords, prefix=options.prefix,
-                      context=options.context),
+                      context=options.context, candidates=options.candidates, task=options.task),
             due_at)
-        return Hypothesis(words=decoded.words, language=decoded.language)
+        return Hypothesis(words=decoded.words, language=decoded.language,
+                          language_probability=decoded.language_probability)
 
     async def transcribe_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
         return await self.scheduler.run_solo(lambda: self._decode_file(audio, options))
@@ -156,8 +169,16 @@ class WhisperEngine:
         return self.scheduler.load()
 
     def _decode_file(self, audio: np.ndarray, options: DecodeOptions) -> tuple[list[FileSegment], str]:
+        language = options.language
+        if language is None and options.candidates:
+            try:
+                _, _, scores = self._model.detect_language(audio, vad_filter=True)
+            except ValueError:  # no speech at all: nothing to choose a language for
+                scores = []
+            ranked = [(f"<|{code}|>", probability) for code, probability in scores]
+            language = likeliest(ranked, options.candidates)[0] if ranked else options.candidates[0]
         segments, info = self._model.transcribe(
-            audio, language=options.language, beam_size=self._beam_size, word_timestamps=True,
+            audio, language=language, task=options.task, beam_size=self._beam_size, word_timestamps=True,
             vad_filter=True, initial_prompt=options.prompt or None, hotwords=options.hotwords or None)
         result = [FileSegment(text=segment.text.strip(), start_s=segment.start, end_s=segment.end,
                               words=_words(segment))

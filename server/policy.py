@@ -34,6 +34,7 @@ SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a paus
 HEARD_PAST_SPEECH_S = 0.1  # ...if their decode heard this much past the last speech frame: the last word whole
 FRAGMENT_S = 5.0  # a decode of less audio than this, with no text before it, may read it as a fragment
 HELD_SILENCE_S = 1.0  # silence after which words held at a pause settle as the pause's decode read them
+UNSURE_SILENCE_S = 2.5  # ...where their language is not sure yet: a lone short utterance settles as it was read
 _NOT_A_WORD = re.compile(r"[^\w']+")
 _ENDS_SENTENCE = re.compile(r"[.!?。！？…][\"'”’)\]}»]*\s*$")
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class PolicyOptions:
     holdback_s: float
     keep_silence_s: float = 0.3  # silence kept before speech when silent audio is dropped
     prompt_chars: int = 200  # committed text passed back to the model as context
+    # Each pause ends an utterance (speakers who switch languages): it settles all it can, holding no word over
+    # to the next one, and the next window starts after it with no prompt, so the next utterance is decoded (and
+    # its language detected) on its own.
+    utterances_apart: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Window:
     decode: bool = True  # False: settle the interim words of the last decode, without a new one
     through_s: float = 0.0  # the audio up to here counts as processed (silence after end_s included)
     at_pause: bool = False  # final because speech paused (not a FINALIZE request, the end of input or the cap)
+    speech_s: float = 0.0  # speech in the audio (surely speech, by the bar speech must pass to begin)
     prefix: str = ""  # words the window is known to start with: the model takes them as said (unused: see docs)
 
 
@@ -108,6 +114,7 @@ class StreamPolicy:
         self._tentative_heard_to_s = 0.0  # the end of the audio of the decode that wrote _tentative
         self._settle_points: deque[tuple[float, Settle]] = deque()  # pauses and FINALIZE requests, in stream time
         self._held_at_s: float | None = None  # the pause at which a decode's words were kept interim
+        self._language_unsure = False  # the last decode's language may be wrong: a short pause settles nothing
         self._input_ended = False
         self._has_decoded = False
         self._settled_s = 0.0
@@ -206,12 +213,13 @@ class StreamPolicy:
             # Any frame that may be speech ends the wait: a quiet word after a pause need not begin speech.
             if self._held_at_s is not None and not self._voice.speech_in(self._held_at_s, end_s):
                 # Only the word held at a pause is interim, and nothing was said since: no decode.
-                if settling or end_s - self._voice.speech_end_before(end_s) >= HELD_SILENCE_S:
+                wait_s = UNSURE_SILENCE_S if self._language_unsure else HELD_SILENCE_S
+                if settling or end_s - self._voice.speech_end_before(end_s) >= wait_s:
                     return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
                                   prompt="", final=True, decode=False)
                 self._decoded_s = max(self._decoded_s, end_s)
                 continue
-            if settling and not at_cap and self._tentative and \
+            if settling and not at_cap and self._tentative and not self._language_unsure and \
                     self._tentative_heard_to_s >= self._voice.speech_end_before(end_s) + HEARD_PAST_SPEECH_S and \
                     min(word.probability for word in self._tentative) >= SURE_WORD_PROBABILITY:
                 return Window(audio=np.zeros(0, dtype=np.float32), start_s=self._start_s, end_s=end_s,
@@ -223,7 +231,8 @@ class StreamPolicy:
             audio = self._audio[: round((audio_end_s - self._start_s) * SAMPLE_RATE)]
             # A window that hit the cap settles too: otherwise it could never move on.
             return Window(audio=audio, start_s=self._start_s, end_s=audio_end_s, prompt=self._prompt(),
-                          final=settling or at_cap, through_s=end_s, at_pause=at_pause)
+                          final=settling or at_cap, through_s=end_s, at_pause=at_pause,
+                          speech_s=self._voice.speech_s(self._start_s, audio_end_s))
 
     def _target(self) -> tuple[float | None, Settle | None]:
         """Where the next window should end, and why it settles everything (None: it does not)."""
@@ -251,20 +260,27 @@ class StreamPolicy:
             self._cut(end_s - self._options.keep_silence_s)
 
     def _prompt(self) -> str:
-        """Committed text before the window: the audio of later committed words is in the window itself."""
+        """Committed text before the window: the audio of later committed words is in the window itself. None
+        with utterances apart: text in the last utterance's language drew the next one into it ("Если the
+        reader will excuse me")."""
+        if self._options.utterances_apart:
+            return ""
         before = "".join(word.text for word in self._recent if _middle_s(word) < self._start_s)
         return before[-self._options.prompt_chars:].lstrip()
 
     # -- commit --------------------------------------------------------------------------
 
-    def commit(self, window: Window, heard: list[Word]) -> Update:
+    def commit(self, window: Window, heard: list[Word], provisional: bool = False) -> Update:
         """Takes the words heard in `window` (offsets relative to its start) and settles what it can.
 
-        For a window with `decode=False`, `heard` is ignored. Returns the newly final words and
-        the current interim tail.
+        For a window with `decode=False`, `heard` is ignored. `provisional`: the decode may have been in the
+        wrong language (detection not sure yet): its words wait through a pause for speech that makes the
+        language sure, up to UNSURE_SILENCE_S of silence, a FINALIZE request or the end of input. Returns the
+        newly final words and the current interim tail.
         """
         span_s = (window.start_s, window.through_s if window.decode else window.end_s)
         held_at_s = self._held_at_s
+        self._language_unsure = provisional
         if not window.decode:
             final = tuple(word for word in self._tentative if word.start_s < window.end_s)
             self._tentative = self._tentative[len(final):]
@@ -283,7 +299,13 @@ class StreamPolicy:
             words = self._capitalized_after_a_final_sentence_end(hypothesis, words)
             if window.final:
                 words = _logged("unsure tail", words, drop_unsure_tail(words), span_s)
-                uncontested = self._uncontested(words) if window.at_pause else len(words)
+                if provisional and window.at_pause:
+                    uncontested = 0  # in a language that may be wrong: the words wait for more speech
+                    log.debug("window %.2f-%.2f: the language is not sure yet; the words wait for more speech",
+                              *span_s, extra={"span_s": span_s})
+                else:
+                    contested = window.at_pause and not self._options.utterances_apart
+                    uncontested = self._uncontested(words) if contested else len(words)
                 final, self._tentative = tuple(words[:uncontested]), tuple(words[uncontested:])
             else:
                 agreed = common_prefix_length(self._tentative, words)
@@ -293,6 +315,10 @@ class StreamPolicy:
                 if agreed and agreed == len(words) and _ENDS_SENTENCE.search(words[-1].text):
                     agreed -= 1  # a sentence mark on the last word heard marks where the audio ends (below)
                 agreed = min(agreed, self._heard_whole_before(agreed))
+                if agreed and provisional:
+                    agreed = 0
+                    log.debug("window %.2f-%.2f: the language is not sure yet; nothing settles before a pause",
+                              *span_s, extra={"span_s": span_s})
                 if agreed and self._reads_as_a_fragment(window, words[0]):
                     agreed = 0
                     log.debug("window %.2f-%.2f: the first words wait for a decode that reads them as a text",
@@ -307,11 +333,12 @@ class StreamPolicy:
             # Two decodes of the same speech read it differently ("my fellow Americans." at 8 kHz, then "am I
             # fellow America."): neither is agreement. The words wait for a decode that hears what follows,
             # as offline decoding would, or for a silence long enough to take the last reading.
-            log.debug("window %.2f-%.2f: the previous decode read %s otherwise; held", *span_s,
-                      _listed(self._tentative), extra={"span_s": span_s})
+            if not (provisional and window.at_pause):
+                log.debug("window %.2f-%.2f: the previous decode read %s otherwise; held", *span_s,
+                          _listed(self._tentative), extra={"span_s": span_s})
             self._held_at_s = max(window.end_s, window.through_s)
             self._tentative_heard_to_s = window.end_s
-        elif window.at_pause and final and _ENDS_SENTENCE.search(final[-1].text):
+        elif window.at_pause and final and not self._options.utterances_apart and _ENDS_SENTENCE.search(final[-1].text):
             # The window ended in the pause, and Whisper ends a sentence where its audio ends: "themselves."
             # before "who are in the driver's seat". The word waits for a decode that writes a word after
             # it, as offline decoding would, or for a silence long enough to end a sentence. Two interim
@@ -331,6 +358,8 @@ class StreamPolicy:
             # hold a word too quiet to begin speech, which the next decode must not take for committed audio.
             covered_s = held_at_s if held_at_s is not None and not window.decode else max(window.end_s, window.through_s)
             self._committed_s = max(self._committed_s, covered_s)
+        if window.at_pause and self._options.utterances_apart and not self._tentative:
+            self._cut(self._committed_s)
         self._trim(window)
         return Update(final=final, interim=self._tentative)
 
@@ -581,12 +610,17 @@ def drop_unplaced_tail(words: list[Word]) -> list[Word]:
 
 
 def drop_unsure_tail(words: list[Word], min_probability: float = 0.2, tail: int = 3) -> list[Word]:
-    """Drops the end of a window that settles without a second hearing from its first unsure word on.
+    """Drops the end of a window that settles without a second hearing from its first unsure word on, unless a
+    sure word follows it.
 
     At a pause the last real words are whole and usually sure; a fragment the model barely
     believes ("hopes." for a breath, "See you" after the last sentence) is not worth a final result.
+    A sure word after an unsure one is speech going on: Spanish "siquiera próxima alción sacapuntas." ends in
+    a word the reference has (p 0.65) after one at p 0.14.
     """
     for index in range(max(len(words) - tail, 0), len(words)):
         if words[index].probability < min_probability:
+            if any(word.probability >= SURE_WORD_PROBABILITY for word in words[index + 1:]):
+                return words
             return words[:index]
     return words

@@ -26,7 +26,7 @@ from .audio import decode_file, decode_pcm
 from .engine import DecodeOptions, Engine
 from .errors import ClientNotReading, IdleTimeout, InvalidRequest, ServerBug, TranscriberFault
 from .scheduler import Load
-from .session import StreamSession, check_model, config_rate, read_config
+from .session import StreamSession, check_model, config_rate, language_request, read_config
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
     async def _transcribe(self, request: pb.TranscribeRequest) -> pb.TranscribeResponse:
         config = request.config
         check_model(config, self._engine)
-        language = self._engine.check_language(config.language_code)
+        languages = language_request(config, self._engine)
+        task = self._engine.check_task(config.task == pb.TRANSLATE)
         source = request.WhichOneof("audio_source")
         data = request.content if source == "content" else request.pcm
         if not data:
@@ -168,7 +169,8 @@ class TranscriberServicer(pb_grpc.TranscriberServicer):
         else:
             audio = await asyncio.to_thread(decode_pcm, data, config_rate(config))
         segments, detected = await self._engine.transcribe_file(
-            audio, DecodeOptions(language=language, prompt=config.prompt, hotwords=config.hotwords))
+            audio, DecodeOptions(language=languages.fixed, prompt=config.prompt, hotwords=config.hotwords,
+                                 candidates=languages.candidates, task=task))
         return pb.TranscribeResponse(
             transcript=" ".join(segment.text for segment in segments),
             segments=[messages.file_segment(segment) for segment in segments],

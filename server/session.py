@@ -19,6 +19,7 @@ from .audio import PcmDecoder, check_format
 from .capacity import ArrivalClock, LagTracker
 from .engine import DecodeOptions, Engine
 from .errors import Draining, IdleTimeout, InvalidRequest, StreamTooLong, TooManyMessages, TranscriberFault
+from .language import LanguageChoice, LanguageRequest
 from .policy import PolicyOptions, StreamPolicy, Window, Word
 from .settings import ServerSettings
 from .vad import VoiceActivity, VoiceEvent
@@ -48,6 +49,18 @@ def config_rate(config: pb.StreamingConfig) -> int:
     return check_format(encoding, config.sample_rate_hertz, config.audio_channel_count)
 
 
+def language_request(config: pb.StreamingConfig, engine: Engine) -> LanguageRequest:
+    """The languages a config asks for: one is fixed, several are the candidates of detection (InvalidRequest
+    for a code the model does not know)."""
+    codes = [code for code in (config.language_code, *config.alternative_language_codes) if code.strip()]
+    languages = tuple(dict.fromkeys(engine.check_language(code) for code in codes))  # in order, once each
+    if len(languages) > 1:
+        return LanguageRequest(candidates=languages,  # type: ignore[arg-type]  (check_language gave each a code)
+                               per_utterance=config.language_per_utterance)
+    return LanguageRequest(fixed=languages[0] if languages else engine.check_language(""),
+                           per_utterance=config.language_per_utterance)
+
+
 def check_model(config: pb.StreamingConfig, engine: Engine) -> None:
     """A config may name a model only if it is the one this server runs (InvalidRequest)."""
     if config.model not in ("", engine.model_name):
@@ -66,12 +79,17 @@ class StreamSession:
         self._config = config
         self._engine = engine
         self._settings = settings
-        self._language = engine.check_language(config.language_code)
+        languages = language_request(config, engine)
+        self._language = LanguageChoice(languages)
+        self._task = engine.check_task(config.task == pb.TRANSLATE)
+        self._decoded_language = self._language.language or ""  # of the last decode: its results carry it
         self._decoder = PcmDecoder(rate, settings.max_chunk_s)
         voice = VoiceActivity(engine.voice_scorer(), settings.vad_threshold, settings.endpoint_silence_s)
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
                                                   trim_window_s=settings.trim_window_s,
-                                                  holdback_s=settings.holdback_s), voice,
+                                                  holdback_s=settings.holdback_s,
+                                                  utterances_apart=languages.per_utterance and not languages.fixed),
+                                    voice,
                                     prompted=bool(config.prompt))
         self._events: list[VoiceEvent] = []
         self._arrivals = ArrivalClock()  # when each message's audio arrived: windows are due then, lags count from it
@@ -143,10 +161,12 @@ class StreamSession:
                     await self._wakeup.wait()
                     continue
                 heard = await self._decode(window) if window.decode else []
-                update = self._policy.commit(window, heard)
+                update = self._policy.commit(window, heard, provisional=self._language.provisional)
+                if window.at_pause:
+                    self._language.utterance_ended()
                 self._record_lags(update.final)
                 results = messages.results(update, interim=self._config.interim_results,
-                                           language=self._language or "",
+                                           language=self._decoded_language,
                                            with_words=self._config.enable_word_time_offsets)
                 if results:
                     yield self._response(results=results)
@@ -165,13 +185,15 @@ class StreamSession:
     async def _decode(self, window: Window) -> list[Word]:
         started = time.perf_counter()
         hypothesis = await self._engine.transcribe(
-            window.audio, DecodeOptions(language=self._language, prompt=self._config.prompt,
-                                        hotwords=self._config.hotwords, prefix=window.prefix, context=window.prompt),
+            window.audio, DecodeOptions(language=self._language.language, prompt=self._config.prompt,
+                                        hotwords=self._config.hotwords, prefix=window.prefix, context=window.prompt,
+                                        candidates=self._language.candidates, task=self._task),
             due_at=self._arrivals.at(window.end_s))
         self._decodes += 1
         self._decode_s += time.perf_counter() - started
-        if self._language is None and hypothesis.words:
-            self._language = hypothesis.language  # detected once, then kept
+        if hypothesis.words:
+            self._language.heard(hypothesis.language, hypothesis.language_probability, window.speech_s)
+            self._decoded_language = hypothesis.language
         return hypothesis.words
 
     def _record_lags(self, final: tuple[Word, ...]) -> None:

@@ -127,6 +127,12 @@ class VoiceActivity:
             return True
         return any(probability >= self._release for probability in self._probabilities[first:last])
 
+    def speech_s(self, start_s: float, end_s: float) -> float:
+        """Seconds of [start_s, end_s) that are surely speech (frames over the bar speech must pass to begin)."""
+        first = max(int(start_s / FRAME_S) - self._first_kept, 0)
+        last = max(int(np.ceil(end_s / FRAME_S)) - self._first_kept, 0)
+        return FRAME_S * sum(probability >= self._threshold for probability in self._probabilities[first:last])
+
     def speech_end_before(self, time_s: float) -> float:
         """The end of the last frame before time_s that may be speech, by the bar speech must fall under to
         end (0 when none is kept): the quiet end of a word, or a quiet word, is still speech to decode."""

@@ -25,6 +25,7 @@ from .fakes import FakeEngine
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SPEECH_DIR = pathlib.Path(os.environ.get("TRANSCRIBER_SPEECH_DIR", REPO.parent / "shared" / "speech"))
+MULTILINGUAL_DIR = pathlib.Path(os.environ.get("TRANSCRIBER_MULTILINGUAL_DIR", REPO.parent / "shared" / "speech-multilingual"))
 
 
 def free_port() -> int:
@@ -113,11 +114,22 @@ def fake_server(settings: ServerSettings, fake_engine: FakeEngine) -> Iterator[S
     server.stop()
 
 
+def speech_set(folder: pathlib.Path, variable: str) -> dict[str, dict]:
+    """A shared speech set's manifest by id (skips where the folder is absent, as in a user's clone)."""
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        pytest.skip(f"speech set not found at {folder} (set {variable})")
+    items = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    return {item["id"]: {**item, "path": str(folder / item["file"])} for item in items}
+
+
 @pytest.fixture(scope="session")
 def speech() -> dict[str, dict]:
-    """The shared speech set's manifest by id (skips where ../shared/speech is absent, as in a user's clone)."""
-    manifest = SPEECH_DIR / "manifest.jsonl"
-    if not manifest.exists():
-        pytest.skip(f"speech set not found at {SPEECH_DIR} (set TRANSCRIBER_SPEECH_DIR)")
-    items = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    return {item["id"]: {**item, "path": str(SPEECH_DIR / item["file"])} for item in items}
+    """The English speech set (../shared/speech)."""
+    return speech_set(SPEECH_DIR, "TRANSCRIBER_SPEECH_DIR")
+
+
+@pytest.fixture(scope="session")
+def multilingual_speech() -> dict[str, dict]:
+    """The multilingual speech set (../shared/speech-multilingual): ru, de, es, fr, pt, sv, ja, zh."""
+    return speech_set(MULTILINGUAL_DIR, "TRANSCRIBER_MULTILINGUAL_DIR")

@@ -46,6 +46,9 @@ class FakeEngine:
             raise InvalidRequest(f"unknown language_code {language_code!r}")
         return language_code or None
 
+    def check_task(self, translate: bool) -> str:
+        return "translate" if translate else "transcribe"
+
     def voice_scorer(self) -> Callable[[np.ndarray], np.ndarray]:
         return lambda frames: (np.abs(frames.reshape(-1, 512)).max(axis=1) > 0.05).astype(np.float32)
 

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._auth import CallAuth
 from ._balancer import Balancer
 from ._core import (MAX_FILE_BYTES, MAX_MESSAGE_S, MAX_MESSAGES_PER_S, StreamOptions, channel_target, check_chunk, chunked,
-                    read_pcm16, request_messages, seconds, to_transcript, to_updates,
+                    language_fields, read_pcm16, request_messages, seconds, to_transcript, to_updates,
                     transcript_of_finals)
 from ._resume import AudioTape, Continuity
 from .exceptions import (DeadlineExceededError, EndpointUnavailableError, InvalidRequestError, OutOfRangeError,
@@ -67,15 +67,17 @@ class AsyncClient:
     # -- streaming -------------------------------------------------------------------------
 
     async def stream(self, chunks: Iterable[bytes] | AsyncIterable[bytes], sample_rate: int = 16_000,
-                     language: str | None = None, **options: Any) -> AsyncIterator[TranscriptUpdate]:
+                     language: str | Sequence[str] | None = None, **options: Any) -> AsyncIterator[TranscriptUpdate]:
         """Streams LINEAR16 mono chunks and yields interim and final updates as they come.
 
         Args:
             chunks: audio, any chunk size up to 1 MiB (100 ms is a good size); an iterable (pulled in a
                 worker thread, so it may block, as a microphone does) or an async iterable.
             sample_rate: 8000 to 48000 Hz.
-            language: a language code, or None to let the server detect it.
-            options: other StreamOptions fields (interim_results, word_timestamps, prompt, hotwords, stream_id).
+            language: a language code ("ru"); several ("ru,en" or ["ru", "en"]) to let the server detect which
+                of them is spoken; None to let it detect any.
+            options: other StreamOptions fields (translate, interim_results, word_timestamps, prompt, hotwords,
+                stream_id).
 
         Raises:
             TranscriberError: the stream failed and no endpoint could continue it (see exceptions.py).
@@ -173,8 +175,8 @@ class AsyncClient:
 
     # -- files -----------------------------------------------------------------------------
 
-    async def transcribe_file(self, path: str | os.PathLike[str], language: str | None = None,
-                              prompt: str = "") -> Transcript:
+    async def transcribe_file(self, path: str | os.PathLike[str], language: str | Sequence[str] | None = None,
+                              prompt: str = "", translate: bool = False) -> Transcript:
         """Transcribes a whole recording (WAV, FLAC, OGG, MP3, ...). Files over the server's 32 MiB
         limit are decoded here and streamed as fast as the server takes them.
 
@@ -188,10 +190,11 @@ class AsyncClient:
         if len(content) > MAX_FILE_BYTES:
             pcm, rate = await asyncio.to_thread(read_pcm16, str(path))
             finals = [update async for update in self.stream(chunked(pcm, rate, chunk_s=1.0), rate, language,
-                                                              prompt=prompt, interim_results=False)]
+                                                              prompt=prompt, translate=translate,
+                                                              interim_results=False)]
             return transcript_of_finals(finals, duration_s=len(pcm) / (2 * rate))
-        request = pb.TranscribeRequest(content=content, config=pb.StreamingConfig(language_code=language or "",
-                                                                                   prompt=prompt))
+        request = pb.TranscribeRequest(content=content, config=pb.StreamingConfig(
+            **language_fields(language), prompt=prompt, task=pb.TRANSLATE if translate else pb.TRANSCRIBE))
         deadline = _deadline(self.settings.timeout_s)
         refused: dict[str, TranscriberError] = {}
         while (endpoint := await self._choose(refused, deadline)) is not None:

@@ -59,7 +59,7 @@ class Client:
     def endpoints(self) -> list[str]:
         return self._client.endpoints
 
-    def stream(self, chunks: Iterable[bytes], sample_rate: int = 16_000, language: str | None = None,
+    def stream(self, chunks: Iterable[bytes], sample_rate: int = 16_000, language: str | Sequence[str] | None = None,
                **options: Any) -> Iterator[TranscriptUpdate]:
         """Streams LINEAR16 mono chunks and yields interim and final updates as they come (see AsyncClient.stream).
 
@@ -86,9 +86,10 @@ class Client:
         finally:
             future.cancel()  # the caller stopped early: end the call and free its endpoint slot
 
-    def transcribe_file(self, path: str | os.PathLike[str], language: str | None = None, prompt: str = "") -> Transcript:
+    def transcribe_file(self, path: str | os.PathLike[str], language: str | Sequence[str] | None = None,
+                        prompt: str = "", translate: bool = False) -> Transcript:
         """Transcribes a whole recording (see AsyncClient.transcribe_file)."""
-        return self._run(self._client.transcribe_file(path, language, prompt))
+        return self._run(self._client.transcribe_file(path, language, prompt, translate))
 
     def endpoint_status(self) -> list[EndpointStatus]:
         """Each endpoint's health, load and model."""

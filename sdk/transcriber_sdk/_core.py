@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import soundfile
@@ -23,7 +24,10 @@ MAX_FILE_BYTES = 32 << 20  # the server's Transcribe limit; larger files are str
 @dataclass(frozen=True)
 class StreamOptions:
     sample_rate: int = 16_000
-    language: str | None = None  # None: the server detects it once
+    # A code such as "ru"; several ("ru,en" or ["ru", "en"]): the server detects which, among them only; None: any.
+    language: str | Sequence[str] | None = None
+    translate: bool = False  # the words in English, whatever the spoken language (multilingual models)
+    language_per_utterance: bool = False  # detect each utterance's language afresh (speakers who switch)
     interim_results: bool = True
     word_timestamps: bool = True
     voice_activity_events: bool = False
@@ -34,10 +38,19 @@ class StreamOptions:
     def to_config(self) -> pb.StreamingConfig:
         return pb.StreamingConfig(
             encoding=pb.LINEAR16, sample_rate_hertz=self.sample_rate, audio_channel_count=1,
-            language_code=self.language or "", interim_results=self.interim_results,
+            **language_fields(self.language), task=pb.TRANSLATE if self.translate else pb.TRANSCRIBE,
+            language_per_utterance=self.language_per_utterance,
+            interim_results=self.interim_results,
             enable_word_time_offsets=self.word_timestamps,
             enable_voice_activity_events=self.voice_activity_events,
             prompt=self.prompt, hotwords=self.hotwords, stream_id=self.stream_id)
+
+
+def language_fields(language: str | Sequence[str] | None) -> dict[str, Any]:
+    """A config's language fields: the first code is language_code, the others alternative_language_codes."""
+    codes = [code.strip() for code in (language.split(",") if isinstance(language, str) else language or ())
+             if code.strip()]
+    return {"language_code": codes[0] if codes else "", "alternative_language_codes": codes[1:]}
 
 
 async def request_messages(options: StreamOptions, chunks: AsyncIterable[bytes]) -> AsyncIterator[pb.StreamingTranscribeRequest]:

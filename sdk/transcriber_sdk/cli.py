@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Transcribe audio files (folders are searched recursively for "
                                             f"{' '.join(sorted(AUDIO_SUFFIXES))}).")
     batch.add_argument("paths", nargs="+", metavar="FILE|DIR")
-    batch.add_argument("--language", help="language code, e.g. en (default: detected per file)")
+    batch.add_argument("--language", help="language code, e.g. ru; several, e.g. ru,en: detected among them "
+                                          "(default: detected per file)")
+    batch.add_argument("--translate", action="store_true", help="write the speech in English (multilingual models)")
     batch.add_argument("--format", choices=FORMATS, default="txt")
     batch.add_argument("--output-dir", type=Path, default=Path("."), help="where outputs go (default: here)")
     batch.add_argument("--jobs", type=_positive_int, help="files in flight at once (default: 2 per endpoint)")
@@ -91,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     live = commands.add_parser("stream", parents=[common], help="stream a file paced like live audio",
                                description="Stream a file as if it were live and print the text as it comes.")
     live.add_argument("file")
-    live.add_argument("--language", help="language code, e.g. en (default: detected)")
+    live.add_argument("--language", help="language code, e.g. ru; several, e.g. ru,en: detected among them "
+                                         "(default: detected)")
+    live.add_argument("--translate", action="store_true", help="write the speech in English (multilingual models)")
+    live.add_argument("--switch-languages", action="store_true",
+                      help="detect the language of each utterance afresh (speakers who switch, e.g. --language ru,en)")
     live.add_argument("--speed", type=_positive_float, default=1.0, help="times faster than real time")
     live.set_defaults(run=stream_command)
 
@@ -195,7 +201,7 @@ async def run_batch(client: AsyncClient, jobs: Sequence[Job], args: argparse.Nam
         nonlocal total_s
         async with slots:
             try:
-                transcript = await client.transcribe_file(job.source, language=args.language)
+                transcript = await client.transcribe_file(job.source, language=args.language, translate=args.translate)
                 await asyncio.to_thread(write_atomic, job.output, render(transcript, args.format))
             except (TranscriberError, OSError) as error:
                 report.failures.append((job.source, _one_line(error)))
@@ -274,9 +280,11 @@ async def stream_command(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     async with AsyncClient(args.endpoints) as client:
         if console.is_terminal:
-            await show_transcript(client.stream(chunks, rate, language=args.language), console)
+            await show_transcript(client.stream(chunks, rate, language=args.language, translate=args.translate,
+                                               language_per_utterance=args.switch_languages), console)
         else:  # a pipe or a file: final lines only, one per final result
-            async for update in client.stream(chunks, rate, language=args.language):
+            async for update in client.stream(chunks, rate, language=args.language, translate=args.translate,
+                                              language_per_utterance=args.switch_languages):
                 if update.is_final and update.text.strip():
                     print(update.text.strip(), flush=True)
     return 0

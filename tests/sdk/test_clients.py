@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from transcriber_sdk import (AsyncClient, AuthenticationError, Client, DeadlineExceededError,
                              EndpointUnavailableError, InvalidRequestError,
                              ServerError, StreamCancelledError, Transcript, TranscriptUpdate, chunked)
-from transcriber_sdk._core import channel_target
+from transcriber_sdk._core import StreamOptions, channel_target
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2 as pb
 from transcriber_sdk.proto.transcriber.v1 import transcriber_pb2_grpc as pb_grpc
 from transcriber_server.errors import Draining
@@ -509,3 +509,11 @@ def test_a_call_the_server_cancelled_goes_to_another_endpoint(kind, caplog, tmp_
     finally:
         cancelling.stop()
         good.stop()
+
+
+@pytest.mark.parametrize("language, code, alternatives", [
+    (None, "", []), ("ru", "ru", []), ("ru, en", "ru", ["en"]), (["de", "fr", "en"], "de", ["fr", "en"]), ("", "", []),
+])
+def test_a_language_list_becomes_the_code_and_its_alternatives(language, code, alternatives):
+    config = StreamOptions(language=language).to_config()
+    assert config.language_code == code and list(config.alternative_language_codes) == alternatives

@@ -245,6 +245,10 @@ def test_helpers():
     assert texts(drop_unplaced_tail(squeezed)) == ["end"]
     unsure = [Word(" sure", 0, 0.5, 0.9), Word(" maybe", 0.5, 1.0, 0.1)]
     assert texts(drop_unsure_tail(unsure)) == ["sure"]
+    going_on = [Word(" siquiera", 0, 0.4, 0.9), Word(" próxima", 0.5, 0.7, 0.14), Word(" alción", 0.7, 1.1, 0.49),
+                Word(" sacapuntas.", 1.1, 1.8, 0.65)]
+    assert texts(drop_unsure_tail(going_on)) == texts(going_on), "a sure word after an unsure one: speech goes on"
+    assert texts(drop_unsure_tail(going_on[:3])) == ["siquiera"]
     assert common_prefix_length(words(("Hello,", 0, 1)), words(("hello", 0, 1), ("x", 1, 2))) == 1
 
 
@@ -503,6 +507,42 @@ def test_of_two_agreeing_readings_that_differ_in_case_the_surer_one_is_final():
     assert texts(update.final) == ["The", "Earliest"] and update.final[0].start_s == pytest.approx(1.02)
 
 
+def test_provisional_decodes_settle_nothing_until_the_window_does():
+    """Before the language is sure, agreeing decodes may agree on the wrong language: only a pause settles."""
+    stream = policy(step_s=0.5)
+    stream.add_audio(loud(1.0))
+    heard = words(("privet", 0.0, 0.4), ("mir", 0.5, 0.9))
+    stream.commit(stream.next_window(), heard, provisional=True)
+    stream.add_audio(loud(0.5))
+    update = stream.commit(stream.next_window(), heard + words(("kak", 1.0, 1.4)), provisional=True)
+    assert texts(update.final) == [] and texts(update.interim) == ["privet", "mir", "kak"]
+    stream.add_audio(quiet(2.0))
+    window = stream.next_window()
+    assert window.final and window.speech_s == pytest.approx(1.5, abs=0.05)
+    update = stream.commit(window, heard + words(("kak", 1.0, 1.4)), provisional=True)
+    assert texts(update.final) == [] and stream.next_window() is None, "a pause in an unsure language settles nothing"
+    stream.add_audio(loud(1.0))  # more speech: the language is now sure
+    update = stream.commit(stream.next_window(), words(("privet", 0.0, 0.4), ("mir", 0.5, 0.9), ("kak", 1.0, 1.4),
+                                                       ("dela", 3.6, 3.9)))
+    assert texts(update.final) == ["privet", "mir", "kak"]
+    stream.finalize()
+    window = stream.next_window()
+    update = stream.commit(window, words(("dela", 3.6, 3.9)), provisional=True)
+    assert window.final and texts(update.final) == ["dela"], "a FINALIZE settles even an unsure language"
+
+
+def test_a_lone_short_utterance_in_an_unsure_language_settles_after_a_long_silence():
+    stream = policy(step_s=0.5)
+    stream.add_audio(np.concatenate([loud(1.0), quiet(1.0)]))
+    heard = words(("da", 0.0, 0.4), ("konechno", 0.5, 0.9))
+    updates = [stream.commit(window, heard, provisional=True) for window in iter(stream.next_window, None)]
+    assert updates and not any(update.final for update in updates)
+    stream.add_audio(quiet(2.0))
+    window = stream.next_window()
+    assert window is not None and not window.decode
+    assert texts(stream.commit(window, [], provisional=True).final) == ["da", "konechno"]
+
+
 def level(value: float, seconds: float) -> np.ndarray:
     return np.full(int(seconds * RATE), value, dtype=np.float32)
 
@@ -622,3 +662,14 @@ def test_words_held_at_a_pause_wait_for_a_decode_of_a_quiet_word_after_it():
     stream.add_audio(quiet_ask(0.3))  # "ask" at 2.1-2.5 s
     window = stream.next_window()
     assert window is not None and window.decode and window.end_s >= 2.5
+
+
+def test_with_utterances_apart_a_pause_holds_nothing_over_and_the_next_window_starts_after_it():
+    stream = policy(step_s=0.5, utterances_apart=True)
+    stream.add_audio(np.concatenate([loud(1.0), quiet(1.0)]))
+    heard = words(("privet", 0.0, 0.4), ("mir.", 0.5, 0.9))
+    assert [texts(stream.commit(window, heard).final) for window in iter(stream.next_window, None)] == [["privet", "mir."]]
+    stream.add_audio(loud(1.0))
+    window = stream.next_window()
+    assert window.start_s >= 1.0 and window.end_s == pytest.approx(3.0, abs=0.01)
+    assert window.prompt == "", "the last utterance's text, maybe in another language, does not lead the next"

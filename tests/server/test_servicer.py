@@ -139,6 +139,7 @@ def test_finalize_settles_before_the_stream_ends(fake_server):
     ([config(encoding=7)], "encoding must be LINEAR16"),
     ([config(model="large-v3")], "this server runs 'fake'"),
     ([config(language_code="xx")], "unknown language_code"),
+    ([config(language_code="en", alternative_language_codes=["fr", "xx"])], "unknown language_code 'xx'"),
     ([config(), pb.StreamingTranscribeRequest(audio=b"\0" * 32002)], "the limit is 1 s (32000 bytes at 16000 Hz)"),
 ])
 def test_bad_input_gets_invalid_argument_in_band_and_as_status(fake_server, requests, message_part):

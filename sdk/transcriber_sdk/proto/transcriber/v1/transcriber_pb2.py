@@ -26,43 +26,45 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6transcriber_sdk/proto/transcriber/v1/transcriber.proto\x12\x0etranscriber.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\"\x12\n\x10GetStatusRequest\"\xc8\x01\n\x0cServerStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_streams\x18\x02 \x01(\x05\x12\x13\n\x0bmax_streams\x18\x03 \x01(\x05\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0c\n\x04load\x18\x05 \x01(\x02\x12\x16\n\x0equeued_windows\x18\x06 \x01(\x05\x12\x17\n\x0fmean_batch_size\x18\x07 \x01(\x02\x12\x12\n\nbusy_ratio\x18\x08 \x01(\x02\x12\x17\n\x0f\x66inal_lag_p90_s\x18\t \x01(\x02\"\xb6\x02\n\x0fStreamingConfig\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.transcriber.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x17\n\x0finterim_results\x18\x05 \x01(\x08\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12$\n\x1c\x65nable_voice_activity_events\x18\x07 \x01(\x08\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12\x10\n\x08hotwords\x18\t \x01(\t\x12\x11\n\tstream_id\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\"\x97\x01\n\x1aStreamingTranscribeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.transcriber.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12*\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x17.transcriber.v1.ControlH\x00\x42\t\n\x07request\"i\n\x07\x43ontrol\x12.\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1e.transcriber.v1.Control.Action\".\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46INALIZE\x10\x01\"\x8d\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xfe\x01\n\x0fStreamingResult\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12/\n\x0cstart_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05words\x18\x06 \x03(\x0b\x32\x18.transcriber.v1.WordInfo\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12\x12\n\nconfidence\x18\x08 \x01(\x02\"\xba\x01\n\x0bSpeechEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .transcriber.v1.SpeechEvent.Type\x12)\n\x06offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SPEECH_ACTIVITY_BEGIN\x10\x01\x12\x17\n\x13SPEECH_ACTIVITY_END\x10\x02\"\xe3\x02\n\x1bStreamingTranscribeResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.transcriber.v1.StreamingResult\x12\x31\n\x0cspeech_event\x18\x02 \x01(\x0b\x32\x1b.transcriber.v1.SpeechEvent\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x32\n\x0f\x61udio_processed\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\x06 \x01(\t\x12\x33\n\rserver_status\x18\x07 \x01(\x0b\x32\x1c.transcriber.v1.ServerStatus\x12\x31\n\x0esettled_offset\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"v\n\x11TranscribeRequest\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03pcm\x18\x02 \x01(\x0cH\x00\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.transcriber.v1.StreamingConfigB\x0e\n\x0c\x61udio_source\"\xa0\x01\n\x07Segment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05words\x18\x04 \x03(\x0b\x32\x18.transcriber.v1.WordInfo\"\xe1\x01\n\x12TranscribeResponse\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12)\n\x08segments\x18\x02 \x03(\x0b\x32\x17.transcriber.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\x05 \x01(\t\x12\x33\n\rserver_status\x18\x06 \x01(\x0b\x32\x1c.transcriber.v1.ServerStatus*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x32\xa3\x02\n\x0bTranscriber\x12r\n\x13StreamingTranscribe\x12*.transcriber.v1.StreamingTranscribeRequest\x1a+.transcriber.v1.StreamingTranscribeResponse(\x01\x30\x01\x12S\n\nTranscribe\x12!.transcriber.v1.TranscribeRequest\x1a\".transcriber.v1.TranscribeResponse\x12K\n\tGetStatus\x12 .transcriber.v1.GetStatusRequest\x1a\x1c.transcriber.v1.ServerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n6transcriber_sdk/proto/transcriber/v1/transcriber.proto\x12\x0etranscriber.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17google/rpc/status.proto\"\x12\n\x10GetStatusRequest\"\xc8\x01\n\x0cServerStatus\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_streams\x18\x02 \x01(\x05\x12\x13\n\x0bmax_streams\x18\x03 \x01(\x05\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0c\n\x04load\x18\x05 \x01(\x02\x12\x16\n\x0equeued_windows\x18\x06 \x01(\x05\x12\x17\n\x0fmean_batch_size\x18\x07 \x01(\x02\x12\x12\n\nbusy_ratio\x18\x08 \x01(\x02\x12\x17\n\x0f\x66inal_lag_p90_s\x18\t \x01(\x02\"\x9e\x03\n\x0fStreamingConfig\x12/\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1d.transcriber.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x17\n\x0finterim_results\x18\x05 \x01(\x08\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12$\n\x1c\x65nable_voice_activity_events\x18\x07 \x01(\x08\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12\x10\n\x08hotwords\x18\t \x01(\t\x12\x11\n\tstream_id\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\"\n\x1a\x61lternative_language_codes\x18\x0c \x03(\t\x12\"\n\x04task\x18\r \x01(\x0e\x32\x14.transcriber.v1.Task\x12\x1e\n\x16language_per_utterance\x18\x0e \x01(\x08\"\x97\x01\n\x1aStreamingTranscribeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.transcriber.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12*\n\x07\x63ontrol\x18\x03 \x01(\x0b\x32\x17.transcriber.v1.ControlH\x00\x42\t\n\x07request\"i\n\x07\x43ontrol\x12.\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1e.transcriber.v1.Control.Action\".\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46INALIZE\x10\x01\"\x8d\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"\xfe\x01\n\x0fStreamingResult\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12/\n\x0cstart_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05words\x18\x06 \x03(\x0b\x32\x18.transcriber.v1.WordInfo\x12\x15\n\rlanguage_code\x18\x07 \x01(\t\x12\x12\n\nconfidence\x18\x08 \x01(\x02\"\xba\x01\n\x0bSpeechEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .transcriber.v1.SpeechEvent.Type\x12)\n\x06offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SPEECH_ACTIVITY_BEGIN\x10\x01\x12\x17\n\x13SPEECH_ACTIVITY_END\x10\x02\"\xe3\x02\n\x1bStreamingTranscribeResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.transcriber.v1.StreamingResult\x12\x31\n\x0cspeech_event\x18\x02 \x01(\x0b\x32\x1b.transcriber.v1.SpeechEvent\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x32\n\x0f\x61udio_processed\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\x06 \x01(\t\x12\x33\n\rserver_status\x18\x07 \x01(\x0b\x32\x1c.transcriber.v1.ServerStatus\x12\x31\n\x0esettled_offset\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"v\n\x11TranscribeRequest\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03pcm\x18\x02 \x01(\x0cH\x00\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.transcriber.v1.StreamingConfigB\x0e\n\x0c\x61udio_source\"\xa0\x01\n\x07Segment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05words\x18\x04 \x03(\x0b\x32\x18.transcriber.v1.WordInfo\"\xe1\x01\n\x12TranscribeResponse\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12)\n\x08segments\x18\x02 \x03(\x0b\x32\x17.transcriber.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05model\x18\x05 \x01(\t\x12\x33\n\rserver_status\x18\x06 \x01(\x0b\x32\x1c.transcriber.v1.ServerStatus*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01*;\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nTRANSCRIBE\x10\x01\x12\r\n\tTRANSLATE\x10\x02\x32\xa3\x02\n\x0bTranscriber\x12r\n\x13StreamingTranscribe\x12*.transcriber.v1.StreamingTranscribeRequest\x1a+.transcriber.v1.StreamingTranscribeResponse(\x01\x30\x01\x12S\n\nTranscribe\x12!.transcriber.v1.TranscribeRequest\x1a\".transcriber.v1.TranscribeResponse\x12K\n\tGetStatus\x12 .transcriber.v1.GetStatusRequest\x1a\x1c.transcriber.v1.ServerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transcriber_sdk.proto.transcriber.v1.transcriber_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=2387
-  _globals['_AUDIOENCODING']._serialized_end=2448
+  _globals['_AUDIOENCODING']._serialized_start=2491
+  _globals['_AUDIOENCODING']._serialized_end=2552
+  _globals['_TASK']._serialized_start=2554
+  _globals['_TASK']._serialized_end=2613
   _globals['_GETSTATUSREQUEST']._serialized_start=131
   _globals['_GETSTATUSREQUEST']._serialized_end=149
   _globals['_SERVERSTATUS']._serialized_start=152
   _globals['_SERVERSTATUS']._serialized_end=352
   _globals['_STREAMINGCONFIG']._serialized_start=355
-  _globals['_STREAMINGCONFIG']._serialized_end=665
-  _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_start=668
-  _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_end=819
-  _globals['_CONTROL']._serialized_start=821
-  _globals['_CONTROL']._serialized_end=926
-  _globals['_CONTROL_ACTION']._serialized_start=880
-  _globals['_CONTROL_ACTION']._serialized_end=926
-  _globals['_WORDINFO']._serialized_start=929
-  _globals['_WORDINFO']._serialized_end=1070
-  _globals['_STREAMINGRESULT']._serialized_start=1073
-  _globals['_STREAMINGRESULT']._serialized_end=1327
-  _globals['_SPEECHEVENT']._serialized_start=1330
-  _globals['_SPEECHEVENT']._serialized_end=1516
-  _globals['_SPEECHEVENT_TYPE']._serialized_start=1436
-  _globals['_SPEECHEVENT_TYPE']._serialized_end=1516
-  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_start=1519
-  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_end=1874
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=1876
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=1994
-  _globals['_SEGMENT']._serialized_start=1997
-  _globals['_SEGMENT']._serialized_end=2157
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=2160
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=2385
-  _globals['_TRANSCRIBER']._serialized_start=2451
-  _globals['_TRANSCRIBER']._serialized_end=2742
+  _globals['_STREAMINGCONFIG']._serialized_end=769
+  _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_start=772
+  _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_end=923
+  _globals['_CONTROL']._serialized_start=925
+  _globals['_CONTROL']._serialized_end=1030
+  _globals['_CONTROL_ACTION']._serialized_start=984
+  _globals['_CONTROL_ACTION']._serialized_end=1030
+  _globals['_WORDINFO']._serialized_start=1033
+  _globals['_WORDINFO']._serialized_end=1174
+  _globals['_STREAMINGRESULT']._serialized_start=1177
+  _globals['_STREAMINGRESULT']._serialized_end=1431
+  _globals['_SPEECHEVENT']._serialized_start=1434
+  _globals['_SPEECHEVENT']._serialized_end=1620
+  _globals['_SPEECHEVENT_TYPE']._serialized_start=1540
+  _globals['_SPEECHEVENT_TYPE']._serialized_end=1620
+  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_start=1623
+  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_end=1978
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=1980
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=2098
+  _globals['_SEGMENT']._serialized_start=2101
+  _globals['_SEGMENT']._serialized_end=2261
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=2264
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=2489
+  _globals['_TRANSCRIBER']._serialized_start=2616
+  _globals['_TRANSCRIBER']._serialized_end=2907
 # @@protoc_insertion_point(module_scope)

@@ -15,8 +15,17 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
     LINEAR16: _ClassVar[AudioEncoding]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TRANSCRIBE: _ClassVar[Task]
+    TRANSLATE: _ClassVar[Task]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
+TASK_UNSPECIFIED: Task
+TRANSCRIBE: Task
+TRANSLATE: Task
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -45,7 +54,7 @@ class ServerStatus(_message.Message):
     def __init__(self, model: _Optional[str] = ..., active_streams: _Optional[int] = ..., max_streams: _Optional[int] = ..., draining: _Optional[bool] = ..., load: _Optional[float] = ..., queued_windows: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., busy_ratio: _Optional[float] = ..., final_lag_p90_s: _Optional[float] = ...) -> None: ...
 
 class StreamingConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "interim_results", "enable_word_time_offsets", "enable_voice_activity_events", "prompt", "hotwords", "stream_id", "model")
+    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "interim_results", "enable_word_time_offsets", "enable_voice_activity_events", "prompt", "hotwords", "stream_id", "model", "alternative_language_codes", "task", "language_per_utterance")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHANNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +66,9 @@ class StreamingConfig(_message.Message):
     HOTWORDS_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVE_LANGUAGE_CODES_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_PER_UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     encoding: AudioEncoding
     sample_rate_hertz: int
     audio_channel_count: int
@@ -68,7 +80,10 @@ class StreamingConfig(_message.Message):
     hotwords: str
     stream_id: str
     model: str
-    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_voice_activity_events: _Optional[bool] = ..., prompt: _Optional[str] = ..., hotwords: _Optional[str] = ..., stream_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    alternative_language_codes: _containers.RepeatedScalarFieldContainer[str]
+    task: Task
+    language_per_utterance: bool
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., interim_results: _Optional[bool] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_voice_activity_events: _Optional[bool] = ..., prompt: _Optional[str] = ..., hotwords: _Optional[str] = ..., stream_id: _Optional[str] = ..., model: _Optional[str] = ..., alternative_language_codes: _Optional[_Iterable[str]] = ..., task: _Optional[_Union[Task, str]] = ..., language_per_utterance: _Optional[bool] = ...) -> None: ...
 
 class StreamingTranscribeRequest(_message.Message):
     __slots__ = ("config", "audio", "control")
