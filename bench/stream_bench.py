@@ -65,6 +65,7 @@ class Arrival:
     is_final: bool
     text: str
     words: tuple[Word, ...]
+    language: str = ""
 
 
 @dataclass
@@ -167,18 +168,18 @@ def memory_mib(pid: int, key: str) -> float:
     return kib / 1024
 
 
-def stream_recording(client: Client, path: Path) -> StreamRun:
-    """Streams one recording at real-time pace, stamping every update as it arrives."""
+def stream_recording(client: Client, path: Path, language: str | None = "en", speed: float = 1.0) -> StreamRun:
+    """Streams one recording at real-time pace (or `speed` times it), stamping every update as it arrives."""
     pcm, rate = read_pcm16(str(path))
     run = StreamRun(t0_s=time.monotonic())
 
     def noting_last_chunk() -> Iterator[bytes]:
-        for chunk in chunked(pcm, rate, realtime=True):
+        for chunk in chunked(pcm, rate, realtime=True, speed=speed):
             run.last_audio_s = time.monotonic()  # chunked() has already slept: this is the hand-over time
             yield chunk
 
-    for update in client.stream(noting_last_chunk(), sample_rate=rate, language="en"):
-        run.arrivals.append(Arrival(time.monotonic(), update.is_final, update.text, update.words))
+    for update in client.stream(noting_last_chunk(), sample_rate=rate, language=language):
+        run.arrivals.append(Arrival(time.monotonic(), update.is_final, update.text, update.words, update.language))
     return run
 
 
