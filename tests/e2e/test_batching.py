@@ -235,7 +235,7 @@ def test_hotwords_and_the_callers_prompt_stay_whole_beside_a_prefix_and_short_co
 
     monkeypatch.setattr(decoder, "_generate_and_align", recording)
     results = decoder.decode(jobs)
-    tokenizer = decoder._tokenizer("en")
+    tokenizer = decoder._tokenizer("en", "transcribe")
     for prompts in groups:
         assert len({prompt.index(tokenizer.sot) for prompt in prompts}) == 1, "one start position per generate call"
     flat = [prompt for prompts in groups for prompt in prompts]
