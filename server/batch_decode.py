@@ -136,7 +136,8 @@ class BatchDecoder:
         if all(job.language for job in jobs):
             return [(job.language, 1.0) for job in jobs]  # type: ignore[misc]
         detected = self._model.model.detect_language(encoded)
-        return [(job.language, 1.0) if job.language else likeliest(scores, job.candidates)
+        return [(job.language, 1.0) if job.language else
+                likeliest([(token[2:-2], probability) for token, probability in scores], job.candidates)
                 for job, scores in zip(jobs, detected)]
 
     def _tokenizer(self, language: str, task: str):  # type: ignore[no-untyped-def]
@@ -242,14 +243,12 @@ def _needs_fallback(item: _Item, tokenizer) -> bool:  # type: ignore[no-untyped-
     return _compression_ratio(text) > COMPRESSION_RATIO_LIMIT or item.avg_logprob < LOG_PROB_LIMIT
 
 
-
 def likeliest(scores: list[tuple[str, float]], candidates: tuple[str, ...]) -> tuple[str, float]:
-    """The likeliest language of a detection (("<|ru|>", 0.8), ...) among `candidates` (empty: all), with its
+    """The likeliest language of a detection (("ru", 0.8), ...) among `candidates` (empty: all), with its
     probability among them."""
-    ranked = [(token[2:-2], probability) for token, probability in scores
-              if not candidates or token[2:-2] in candidates]
+    ranked = [(code, probability) for code, probability in scores if not candidates or code in candidates]
     if not ranked:  # a candidate the model does not know was refused with the config; be safe anyway
-        ranked = [(token[2:-2], probability) for token, probability in scores]
+        ranked = list(scores)
     total = sum(probability for _, probability in ranked)
     language, probability = max(ranked, key=lambda pair: pair[1])
     return language, probability / total if total > 0 else 0.0

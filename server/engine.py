@@ -175,8 +175,7 @@ class WhisperEngine:
                 _, _, scores = self._model.detect_language(audio, vad_filter=True)
             except ValueError:  # no speech at all: nothing to choose a language for
                 scores = []
-            ranked = [(f"<|{code}|>", probability) for code, probability in scores]
-            language = likeliest(ranked, options.candidates)[0] if ranked else options.candidates[0]
+            language = likeliest(scores, options.candidates)[0] if scores else options.candidates[0]
         segments, info = self._model.transcribe(
             audio, language=language, task=options.task, beam_size=self._beam_size, word_timestamps=True,
             vad_filter=True, initial_prompt=options.prompt or None, hotwords=options.hotwords or None)

@@ -3,8 +3,8 @@
 Whisper detects a language from the audio of a window. On a second of speech it is often wrong (Russian read
 as Czech or French, German as English, with probabilities up to 0.8 on the multilingual dev set), and a
 language taken from the first window then garbles the whole stream. So until a detection is sure the
-language is provisional: every window detects again, its words stay interim, and a pause settles them in the
-language of that decode. A detection is sure once the window holds LOCK_SPEECH_S of speech and the language
+language is provisional: every window detects again, and its words stay interim through pauses until speech
+makes the language sure (or 2.5 s of silence, a FINALIZE or the end settles them as the last decode read them). A detection is sure once the window holds LOCK_SPEECH_S of speech and the language
 has LOCK_PROBABILITY among the candidates, or once the window holds FORCE_SPEECH_S of speech (the likeliest
 language then). In switching mode a pause ends the lock and the next utterance is detected afresh.
 """
@@ -28,6 +28,11 @@ class LanguageRequest:
     fixed: str | None = None
     candidates: tuple[str, ...] = ()
     per_utterance: bool = False  # re-detect after each pause (speakers who switch languages)
+
+    @property
+    def switching(self) -> bool:
+        """Each utterance gets its own detection: asked for, and no language fixed."""
+        return self.per_utterance and self.fixed is None
 
 
 class LanguageChoice:
@@ -61,5 +66,5 @@ class LanguageChoice:
 
     def utterance_ended(self) -> None:
         """A pause settled the words before it: in switching mode, the next utterance is detected afresh."""
-        if self._request.per_utterance and self._request.fixed is None:
+        if self._request.switching:
             self._locked = None

@@ -49,7 +49,7 @@ def test_switching_mode_detects_each_utterance_afresh():
 
 
 def test_detection_chooses_among_the_candidates_with_their_share_of_probability():
-    scores = [("<|uk|>", 0.5), ("<|ru|>", 0.3), ("<|en|>", 0.1), ("<|cs|>", 0.1)]
+    scores = [("uk", 0.5), ("ru", 0.3), ("en", 0.1), ("cs", 0.1)]
     assert likeliest(scores, ()) == ("uk", pytest.approx(0.5))
     assert likeliest(scores, ("ru", "en")) == ("ru", pytest.approx(0.75))
     assert likeliest(scores, ("en",)) == ("en", pytest.approx(1.0))
