@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .invented import without_invented
 from .policy import Word
 
 FRAMES_PER_S = 100  # mel frames
@@ -112,7 +113,8 @@ class BatchDecoder:
                 self._decode_group(group, self._encode(group))
         else:
             self._decode_group(items, encoded)
-        return [Decoded(words=_words(item), language=item.language, language_probability=item.language_probability)
+        return [Decoded(words=without_invented(_words(item)), language=item.language,
+                        language_probability=item.language_probability)
                 for item in items]
 
     def _encode(self, items: list[_Item]):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from .batch_decode import BatchDecoder, WindowJob, likeliest
+from .invented import without_invented
 from .errors import InvalidRequest
 from .models import model_path
 from .policy import Word
@@ -179,9 +180,12 @@ class WhisperEngine:
         segments, info = self._model.transcribe(
             audio, language=language, task=options.task, beam_size=self._beam_size, word_timestamps=True,
             vad_filter=True, initial_prompt=options.prompt or None, hotwords=options.hotwords or None)
-        result = [FileSegment(text=segment.text.strip(), start_s=segment.start, end_s=segment.end,
-                              words=_words(segment))
-                  for segment in segments]
+        result = []
+        for segment in segments:
+            words = without_invented(_words(segment))
+            if words:
+                result.append(FileSegment(text="".join(word.text for word in words).strip(), start_s=segment.start,
+                                          end_s=segment.end, words=words))
         return result, info.language
 
 

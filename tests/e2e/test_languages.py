@@ -14,7 +14,10 @@ import pytest
 from whisper_normalizer.basic import BasicTextNormalizer
 
 from transcriber_sdk import Client, TranscriptUpdate, chunked, read_pcm16
+from transcriber_server import batch_decode
+from transcriber_server.batch_decode import BatchDecoder, WindowJob
 from transcriber_server.engine import DecodeOptions, WhisperEngine
+from transcriber_server.invented import is_invented, without_invented
 from transcriber_server.settings import ServerSettings
 
 from ..conftest import ServerThread
@@ -124,6 +127,30 @@ def test_a_minute_of_silence_or_noise_gives_no_word_in_any_language(server, kind
     with Client([server.address]) as client:
         updates = list(client.stream(chunked(pcm16(samples), 16_000, chunk_s=0.5), language=language))
     assert [update.text for update in updates] == []
+
+
+def test_the_subtitle_credits_base_writes_on_noise_never_leave_the_decoder(engine, monkeypatch):
+    """Whisper base, given 12 s of noise with the language fixed to Russian, writes a subtitler's credits
+    ("Редактор субтитров А.Синецкая Корректор А.Егорова") in about half the windows; the voice-activity gate
+    keeps such audio from the model in a stream, and this guard catches what gets past it."""
+    settings = ServerSettings()
+    decoder = BatchDecoder(engine._model, beam_size=settings.beam_size, encoder_pad_s=settings.encoder_pad_s,
+                           encoder_min_s=settings.encoder_min_s)
+    written: list[str] = []
+
+    def spy(words):  # type: ignore[no-untyped-def]
+        written.append("".join(word.text for word in words).strip())
+        return without_invented(words)
+
+    monkeypatch.setattr(batch_decode, "without_invented", spy)
+    windows = [np.random.default_rng(seed).normal(0.0, 10 ** (level / 20), 12 * 16_000).astype(np.float32)
+               for seed in range(4) for level in (-33, -28, -23)]
+    kept = ["".join(word.text for word in decoded.words).strip()
+            for decoded in decoder.decode([WindowJob(audio, "ru") for audio in windows])]
+    assert any(is_invented(text) for text in written), f"the model invented no credits this time: {written}"
+    assert not any(is_invented(text) for text in kept), kept
+    assert [text for text, raw in zip(kept, written) if not is_invented(raw)] == \
+        [raw for raw in written if not is_invented(raw)]
 
 
 @pytest.mark.parametrize("item_id", ["festvox_ru_nsh_0702", "fleurs_de_006", "fleurs_fr_008", "fleurs_es_008",
