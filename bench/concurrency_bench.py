@@ -5,17 +5,18 @@ Run it from the repository root, after `scripts/setup.sh server,test,bench`:
     .venv/bin/python bench/concurrency_bench.py                                   # both systems, 1-16 streams
     .venv/bin/python bench/concurrency_bench.py --systems transcriber --streams 1,8 --long-minutes 0
 
-For each system and each number of streams N: a fresh server (same model, same threads), then N
-clients at once. Each client streams a program of the long recordings of the speech set (each
-recording one call), rotated so that concurrent clients play different audio, at real-time pace;
-client k starts k * 0.37 s after the first, as people do not join in step. Reported, pooled over
-every word of every client: WER (against the human reference and against offline faster-whisper
-with the same model), first-interim and final lag (median, p90: a word's end in the audio to the
-update that carried it), end-of-stream latency, server CPU seconds per audio second, peak server
-memory, and the largest N held with p90 final lag <= 3 s. Then one 10-minute stream (the long
-recordings back to back, repeated), with `--long-streams` clients beside it, for lag over time.
-WhisperLive (PyPI whisper-live, faster_whisper backend) runs from a virtual environment the
-benchmark creates (bench/whisperlive_env.py). Figures go to --out as JSON and PNG plots.
+For each system, start pattern and number of streams N: a fresh server (same model, same threads), then
+N clients, each streaming one long-form recording (>= 150 s: the 231 s LJ Speech item, or one reader's
+items joined, or the other items joined in manifest order) at real-time pace; concurrent clients play
+different forms, or the same one in another order. Clients start together (the worst case: every
+step lands at once) or staggered 0.37 s apart. Reported, pooled over every word of every client and for
+the worst stream: WER (against the human reference and against offline faster-whisper with the same
+model), first-interim and final lag (median, p90: a word's end in the audio to the update that carried
+it), end-of-stream latency, server CPU seconds per audio second, peak server memory, and the largest N
+held: every stream's p90 final lag <= 3 s, pooled WER within 0.5 point of offline, no call failed.
+Then one 10-minute stream (the forms back to back, repeated), with `--long-streams` clients
+beside it, for lag over time. WhisperLive (PyPI whisper-live, faster_whisper backend) runs from a virtual
+environment the benchmark creates (bench/whisperlive_env.py). Figures go to --out as JSON and PNG plots.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,14 +52,18 @@ RATE = 16_000
 CHUNK_S = 0.1
 STAGGER_S = 0.37  # between client starts
 LAG_BAR_S = 3.0  # "held": p90 final lag at or below this
-LONG_ID = "ljspeech_LJ001-0001_0032_long"  # 231 s: kept for the long stream, so a level takes ~2.5 min
+FORM_S = 150.0  # a long-form stream is at least this long
+WER_BAR = 0.5  # "held": pooled WER at most this many points above offline
+STARTS = {"together": 0.0, "staggered": STAGGER_S}  # seconds between client starts
 
 
 @dataclass(frozen=True)
 class Level:
     system: str
+    start: str  # a key of STARTS
     streams: int
     figures: dict  # stream_bench.figures() pooled over every call of every client
+    per_stream: list[dict]  # stream_bench.figures() of each client
     failed: list[str]  # calls that ended in an error (refused, dropped)
     calls: list[dict]  # per call: recording, WER against the reference and offline, the texts
     peak_mib: float
@@ -68,9 +75,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speech-dir", type=Path,
                         default=Path(os.environ.get("TRANSCRIBER_SPEECH_DIR", sb.DEFAULT_SPEECH_DIR)))
     parser.add_argument("--streams", default="1,2,4,8,16", help="numbers of concurrent clients")
+    parser.add_argument("--starts", default="together,staggered", help="start patterns: together, staggered")
     parser.add_argument("--systems", default="transcriber,whisperlive")
-    parser.add_argument("--ids", default="", help=f"the program, comma-separated; default: recordings >= "
-                                                  f"{sb.LONG_S:.0f} s but {LONG_ID}")
+    parser.add_argument("--ids", default="", help="the recordings to build streams from, comma-separated; default: all")
+    parser.add_argument("--form-s", type=float, default=FORM_S, help="the shortest long-form stream")
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="tiny.en (embedded) or a faster-whisper name or path")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--cpu-threads", type=int, default=2)
@@ -197,8 +205,9 @@ async def client_program(system: str, port: int, program: list[tuple[dict, bytes
     return measured, failed
 
 
-def run_level(system: str, streams: int, programs: list[list[tuple[dict, bytes, sb.Offline]]],
+def run_level(system: str, start: str, programs: list[list[tuple[dict, bytes, sb.Offline]]],
               args: argparse.Namespace) -> Level:
+    """One client per program, started together or staggered."""
     server, port = start_server(system, args)
     try:
         warm_up(system, port, programs[0][0][1])
@@ -206,8 +215,8 @@ def run_level(system: str, streams: int, programs: list[list[tuple[dict, bytes, 
         cpu_before_s, started = sb.cpu_s(process), time.monotonic()
 
         async def everyone() -> list[tuple[list[sb.Measured], list[str]]]:
-            return await asyncio.gather(*(client_program(system, port, programs[index % len(programs)],
-                                                         index * STAGGER_S) for index in range(streams)))
+            return await asyncio.gather(*(client_program(system, port, program, index * STARTS[start])
+                                          for index, program in enumerate(programs)))
 
         results = asyncio.run(everyone())
         wall_s = time.monotonic() - started
@@ -217,41 +226,92 @@ def run_level(system: str, streams: int, programs: list[list[tuple[dict, bytes, 
         stop_server(server)
     measured = [one for calls, _ in results for one in calls]
     failed = [why for _, failures in results for why in failures]
-    figures = sb.figures(f"{system} x{streams}", measured) if measured else {}
+    figures = sb.figures(f"{system} x{len(programs)}", measured) if measured else {}
     if figures:  # over all the audio sent, failed calls included
-        sent_s = sum(item["duration_s"] for index in range(streams) for item, _, _ in programs[index % len(programs)])
-        figures["cpu_s_per_audio_s"] = cpu_used_s / sent_s
+        figures["cpu_s_per_audio_s"] = cpu_used_s / sum(item["duration_s"] for program in programs
+                                                        for item, _, _ in program)
+    per_stream = [sb.figures(f"client {index}", calls) for index, (calls, _) in enumerate(results) if calls]
     calls = [{"id": one.id, "wer_stream_ref": sb.wer_percent([one.texts["reference"]], [one.texts["stream"]]),
               "wer_offline_ref": sb.wer_percent([one.texts["reference"]], [one.texts["offline"]]), **one.texts}
              for one in measured]
-    return Level(system, streams, figures, failed, calls, peak_mib, wall_s)
+    return Level(system, start, len(programs), figures, per_stream, failed, calls, peak_mib, wall_s)
+
+
+# -- long-form streams -----------------------------------------------------------------------
+
+
+def reader_of(item: dict) -> str:
+    """The id without its last part: the items of one reader of one source share it (dctts_LJ001-0152)."""
+    return re.sub(r"[-_][^-_]*$", "", item["id"])
+
+
+def long_forms(items: list[dict], min_s: float = FORM_S) -> list[list[dict]]:
+    """The speech set as long-form streams of at least `min_s`: a recording that long alone, one reader's items
+    joined where they reach it, and the rest joined in manifest order (a shorter remainder joins the last)."""
+    forms = [[item] for item in items if item["duration_s"] >= min_s]
+    readers: dict[str, list[dict]] = defaultdict(list)
+    for item in items:
+        if item["duration_s"] < min_s:
+            readers[reader_of(item)].append(item)
+    forms += [group for group in readers.values() if sum(item["duration_s"] for item in group) >= min_s]
+    rest = [item for item in items if item["duration_s"] < min_s and
+            sum(other["duration_s"] for other in readers[reader_of(item)]) < min_s]
+    mixed: list[list[dict]] = [[]]
+    for item in rest:
+        if sum(other["duration_s"] for other in mixed[-1]) >= min_s:
+            mixed.append([])
+        mixed[-1].append(item)
+    if len(mixed) > 1 and sum(item["duration_s"] for item in mixed[-1]) < min_s:
+        remainder = mixed.pop()
+        mixed[-1] += remainder
+    return forms + [form for form in mixed if sum(item["duration_s"] for item in form) >= min_s]
+
+
+def client_forms(forms: list[list[dict]], clients: int) -> list[list[dict]]:
+    """Client k plays form k mod len(forms); a second client on a form hears its items in another order."""
+    chosen = []
+    for index in range(clients):
+        form, turn = forms[index % len(forms)], index // len(forms)
+        shift = turn * 7 % len(form)
+        chosen.append(form[shift:] + form[:shift])
+    return chosen
+
+
+def joined(items: list[dict], offline: dict[str, sb.Offline], speech_dir: Path,
+           name: str) -> tuple[dict, bytes, sb.Offline]:
+    """Recordings back to back as one, with the offline words shifted to match."""
+    parts, words, texts, offline_texts, offset = [], [], [], [], 0
+    for item in items:
+        pcm, rate = read_pcm16(str(speech_dir / item["file"]))
+        if rate != RATE:
+            raise ValueError(f"{item['id']} is {rate} Hz; the speech set is {RATE} Hz")
+        samples = np.frombuffer(pcm, dtype="<i2")
+        parts.append(samples)
+        words += [Word(word.text, word.start_s + offset / RATE, word.end_s + offset / RATE, word.probability)
+                  for word in offline[item["id"]].words]
+        texts.append(item["text"])
+        offline_texts.append(offline[item["id"]].text)
+        offset += samples.size
+    pcm = np.concatenate(parts).astype("<i2").tobytes()
+    item = {"id": name, "duration_s": offset / RATE, "text": " ".join(texts)}
+    return item, pcm, sb.Offline(text=" ".join(offline_texts), words=tuple(words))
 
 
 # -- the long stream -------------------------------------------------------------------------
 
 
-def long_program(items: list[dict], offline: dict[str, sb.Offline], args: argparse.Namespace) -> tuple[dict, bytes, sb.Offline]:
-    """The recordings back to back, repeated to --long-minutes, with the offline words shifted to match."""
-    target_samples = int(args.long_minutes * 60 * RATE)
-    parts, words, texts, offline_texts, offset = [], [], [], [], 0
-    while offset < target_samples:
-        for item in items:
-            pcm, _ = read_pcm16(str(args.speech_dir / item["file"]))
-            samples = np.frombuffer(pcm, dtype="<i2")
-            parts.append(samples)
-            words += [Word(word.text, word.start_s + offset / RATE, word.end_s + offset / RATE, word.probability)
-                      for word in offline[item["id"]].words]
-            texts.append(item["text"])
-            offline_texts.append(offline[item["id"]].text)
-            offset += samples.size
-            if offset >= target_samples:
-                break
-    pcm = np.concatenate(parts).astype("<i2").tobytes()
-    item = {"id": f"long_{args.long_minutes:g}min", "duration_s": offset / RATE, "text": " ".join(texts)}
-    return item, pcm, sb.Offline(text=" ".join(offline_texts), words=tuple(words))
+def long_program(items: list[dict], minutes: float) -> list[dict]:
+    """The recordings back to back, repeated to `minutes`."""
+    program: list[dict] = []
+    while sum(item["duration_s"] for item in program) < minutes * 60:
+        program += items
+    while program and sum(item["duration_s"] for item in program[:-1]) >= minutes * 60:
+        program.pop()
+    return program
 
 
-def run_long(system: str, long: tuple[dict, bytes, sb.Offline], programs: list, args: argparse.Namespace) -> dict:
+def run_long(system: str, long: tuple[dict, bytes, sb.Offline], programs: list[list[tuple[dict, bytes, sb.Offline]]],
+             args: argparse.Namespace) -> dict:
     """The long stream, with --long-streams - 1 clients beside it playing the program over and over."""
     server, port = start_server(system, args)
     try:
@@ -292,27 +352,45 @@ def run_long(system: str, long: tuple[dict, bytes, sb.Offline], programs: list, 
 # -- report ----------------------------------------------------------------------------------
 
 
-def held(levels: list[Level], system: str) -> int:
-    """The largest number of streams whose p90 final lag stayed at or below the bar, none failing."""
-    good = [level.streams for level in levels if level.system == system and level.figures and not level.failed
-            and level.figures["final_lag_p90_s"] <= LAG_BAR_S]
-    return max(good, default=0)
+def worst_p90_s(level: Level) -> float:
+    """The worst stream's p90 final lag."""
+    return max((stream["final_lag_p90_s"] for stream in level.per_stream), default=math.nan)
+
+
+def holds(level: Level) -> bool:
+    """Every stream's p90 final lag at or below the bar, pooled WER within WER_BAR of offline, no call failed."""
+    return bool(level.figures) and not level.failed and len(level.per_stream) == level.streams and \
+        worst_p90_s(level) <= LAG_BAR_S and \
+        level.figures["wer_stream_ref"] - level.figures["wer_offline_ref"] <= WER_BAR
+
+
+def held(levels: list[Level], system: str, start: str) -> int:
+    """The largest number of streams held (see holds) with one system and start pattern."""
+    return max((level.streams for level in levels if level.system == system and level.start == start and holds(level)),
+               default=0)
+
+
+def held_table(levels: list[Level]) -> dict[str, dict[str, int]]:
+    return {system: {start: held(levels, system, start) for start in sorted({level.start for level in levels})}
+            for system in sorted({level.system for level in levels})}
 
 
 def print_levels(levels: list[Level]) -> None:
-    header = ("system", "N", "WER%", "off WER%", "final p50", "final p90", "interim p50", "interim p90", "end s",
-              "CPU/aud", "peak MiB", "failed")
-    print("".join(f"{name:>12}" for name in header))
+    header = ("system", "start", "N", "WER%", "off WER%", "final p50", "final p90", "worst p50", "worst p90",
+              "interim p50", "end s", "CPU/aud", "peak MiB", "failed")
+    print("".join(f"{name:>11}" for name in header))
     for level in levels:
         f = level.figures or {key: math.nan for key in ("wer_stream_ref", "wer_offline_ref", "final_lag_p50_s",
-                                                        "final_lag_p90_s", "interim_lag_p50_s", "interim_lag_p90_s",
-                                                        "end_latency_s", "cpu_s_per_audio_s")}
-        row = (level.system, level.streams, f["wer_stream_ref"], f["wer_offline_ref"], f["final_lag_p50_s"],
-               f["final_lag_p90_s"], f["interim_lag_p50_s"], f["interim_lag_p90_s"], f["end_latency_s"],
-               f["cpu_s_per_audio_s"], level.peak_mib, len(level.failed))
-        print("".join(f"{value:>12}" if isinstance(value, (str, int)) else f"{value:>12.2f}" for value in row))
-    for system in sorted({level.system for level in levels}):
-        print(f"{system}: held {held(levels, system)} streams at p90 final lag <= {LAG_BAR_S:g} s")
+                                                        "final_lag_p90_s", "interim_lag_p50_s", "end_latency_s",
+                                                        "cpu_s_per_audio_s")}
+        worst_p50_s = max((stream["final_lag_p50_s"] for stream in level.per_stream), default=math.nan)
+        row = (level.system, level.start, level.streams, f["wer_stream_ref"], f["wer_offline_ref"],
+               f["final_lag_p50_s"], f["final_lag_p90_s"], worst_p50_s, worst_p90_s(level), f["interim_lag_p50_s"],
+               f["end_latency_s"], f["cpu_s_per_audio_s"], level.peak_mib, len(level.failed))
+        print("".join(f"{value:>11}" if isinstance(value, (str, int)) else f"{value:>11.2f}" for value in row))
+    for system, starts in held_table(levels).items():
+        print(f"{system}: held " + ", ".join(f"{streams} streams started {start}" for start, streams in starts.items())
+              + f" (every stream's p90 final lag <= {LAG_BAR_S:g} s, WER within {WER_BAR:g} point of offline)")
 
 
 def plot(levels: list[Level], longs: list[dict], out: Path) -> list[Path]:
@@ -323,11 +401,12 @@ def plot(levels: list[Level], longs: list[dict], out: Path) -> list[Path]:
 
     written = []
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for system in sorted({level.system for level in levels}):
-        rows = [level for level in levels if level.system == system and level.figures]
-        for key, style in (("final_lag_p50_s", "-o"), ("final_lag_p90_s", "--s")):
-            axis.plot([level.streams for level in rows], [level.figures[key] for level in rows], style,
-                      label=f"{system} {'median' if 'p50' in key else 'p90'}")
+    for system, start in sorted({(level.system, level.start) for level in levels}):
+        rows = [level for level in levels if level.system == system and level.start == start and level.figures]
+        axis.plot([level.streams for level in rows], [level.figures["final_lag_p50_s"] for level in rows], "-o",
+                  label=f"{system} {start}: median")
+        axis.plot([level.streams for level in rows], [worst_p90_s(level) for level in rows], "--s",
+                  label=f"{system} {start}: worst stream's p90")
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     written.append(_finish(plt, figure, axis, "concurrent real-time streams", "final lag (s)",
@@ -362,7 +441,7 @@ def merge(folders: list[Path], out: Path) -> None:
     levels = [Level(**level) for report in reports for level in report["levels"]]
     longs = [long for report in reports for long in report["long"]]
     report = {**reports[0], "levels": [asdict(level) for level in levels], "long": longs,
-              "held": {system: held(levels, system) for system in {level.system for level in levels}}}
+              "held": held_table(levels)}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print_levels(levels)
     for path in plot(levels, longs, out):
@@ -375,32 +454,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.merge:
         merge(args.merge, args.out)
         return
-    items = [item for item in sb.load_items(args.speech_dir, args.ids) if args.ids or item["id"] != LONG_ID]
-    print(f"offline reference: {len(items)} recordings", flush=True)
-    long_items = (items if args.ids else sb.load_items(args.speech_dir, "")) if args.long_minutes else []
-    offline = sb.transcribe_offline(list({item["id"]: item for item in items + long_items}.values()),
-                                    argparse.Namespace(model=args.model, device=args.device, cpu_threads=args.cpu_threads,
-                                                       speech_dir=args.speech_dir))
-    recordings = [(item, read_pcm16(str(args.speech_dir / item["file"]))[0], offline[item["id"]]) for item in items]
-    programs = [recordings[start:] + recordings[:start] for start in range(len(recordings))]
+    everything = [json.loads(line) for line in (args.speech_dir / "manifest.jsonl").read_text().splitlines()
+                  if line.strip()]
+    if args.ids:
+        everything = sb.load_items(args.speech_dir, args.ids)
+    forms = long_forms(everything, args.form_s)
+    print(f"offline reference: {len(everything)} recordings; {len(forms)} long forms of "
+          + ", ".join(f"{sum(item['duration_s'] for item in form):.0f} s" for form in forms), flush=True)
+    offline = sb.transcribe_offline(everything, argparse.Namespace(model=args.model, device=args.device,
+                                                                   cpu_threads=args.cpu_threads,
+                                                                   speech_dir=args.speech_dir))
+    counts = [int(count) for count in args.streams.split(",")]
+    programs = [[joined(form, offline, args.speech_dir, f"{reader_of(form[0])}+{len(form) - 1} ({index})")]
+                for index, form in enumerate(client_forms(forms, max(counts)))]
     levels: list[Level] = []
     for system in [name.strip() for name in args.systems.split(",") if name.strip()]:
-        for streams in [int(count) for count in args.streams.split(",")]:
-            level = run_level(system, streams, programs, args)
-            levels.append(level)
-            print(f"{system} x{streams}: {level.wall_s:.0f} s, final p90 {level.figures.get('final_lag_p90_s', math.nan):.2f} s, "
-                  f"{len(level.failed)} failed", flush=True)
-            (args.out / "levels.json").write_text(json.dumps([asdict(one) for one in levels], indent=1) + "\n")
+        for start in [name.strip() for name in args.starts.split(",") if name.strip()]:
+            for streams in counts:
+                level = run_level(system, start, programs[:streams], args)
+                levels.append(level)
+                print(f"{system} {start} x{streams}: {level.wall_s:.0f} s, final p90 pooled "
+                      f"{level.figures.get('final_lag_p90_s', math.nan):.2f} s, worst stream {worst_p90_s(level):.2f} s, "
+                      f"{len(level.failed)} failed", flush=True)
+                (args.out / "levels.json").write_text(json.dumps([asdict(one) for one in levels], indent=1) + "\n")
     longs = []
     if args.long_minutes:
-        long = long_program(long_items, offline, args)
+        long = joined(long_program([item for form in forms for item in form], args.long_minutes), offline, args.speech_dir,
+                      f"long_{args.long_minutes:g}min")
         for system in [name.strip() for name in args.long_systems.split(",") if name.strip()]:
             longs.append(run_long(system, long, programs, args))
             print(f"long stream, {system}: final p50/p90 {longs[-1]['figures']['final_lag_p50_s']:.2f} / "
                   f"{longs[-1]['figures']['final_lag_p90_s']:.2f} s", flush=True)
     device, compute_type = resolve_device(args.device, "auto")
     report = {"levels": [asdict(level) for level in levels], "long": longs,
-              "held": {system: held(levels, system) for system in {level.system for level in levels}},
+              "held": held_table(levels),
               "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
               "model": args.model, "device": device, "compute_type": compute_type, "cpu_threads": args.cpu_threads,
               "server_flags": args.server_flag}
