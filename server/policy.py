@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import re
 from collections import deque
 from difflib import SequenceMatcher
@@ -31,6 +32,7 @@ LOOP_REPEATS_ONE_WORD, LOOP_REPEATS_PHRASE = 6, 4  # what counts as Whisper loop
 AGREEMENT_SLACK_S = 0.5  # two hypotheses agree on a word only where its two timings overlap, give or take this
 UNPLACED_S = 0.01  # a word shorter than this was not found in the audio by the aligner
 SURE_WORD_PROBABILITY = 0.5  # interim words at least this sure settle at a pause without a new decode
+ONE_DECODE_PROBABILITY = 0.9  # a word this sure, heard well past its end, settles without a second decode
 HEARD_PAST_SPEECH_S = 0.1  # ...if their decode heard this much past the last speech frame: the last word whole
 FRAGMENT_S = 5.0  # a decode of less audio than this, with no text before it, may read it as a fragment
 HELD_SILENCE_S = 1.0  # silence after which words held at a pause settle as the pause's decode read them
@@ -60,6 +62,7 @@ class PolicyOptions:
     trim_window_s: float
     holdback_s: float
     keep_silence_s: float = 0.3  # silence kept before speech when silent audio is dropped
+    one_decode_margin_s: float = math.inf  # a new sure word this far before the end of the audio needs no second decode
     prompt_chars: int = 200  # committed text passed back to the model as context
     # Each pause ends an utterance (speakers who switch languages): it settles all it can, holding no word over
     # to the next one, and the next window starts after it with no prompt, so the next utterance is decoded (and
@@ -309,6 +312,15 @@ class StreamPolicy:
                 final, self._tentative = tuple(words[:uncontested]), tuple(words[uncontested:])
             else:
                 agreed = common_prefix_length(self._tentative, words)
+                # Past the agreement, the words are new, or the last decode heard them too near its end to read
+                # them surely: one decode may settle them. A word it had heard well and read otherwise may not.
+                sure_before_s = self._tentative_heard_to_s - self._options.one_decode_margin_s
+                if all(word.end_s > sure_before_s for word in self._tentative[agreed:]):
+                    surely = heard_surely(words[agreed:], window.end_s - self._options.one_decode_margin_s)
+                    if surely and log.isEnabledFor(logging.DEBUG):
+                        log.debug("window %.2f-%.2f: one decode settles %s", *span_s,
+                                  _listed(words[agreed:agreed + surely]), extra={"span_s": span_s})
+                    agreed += surely
                 # Words this close to the end of the audio have heard too little of what follows.
                 while agreed and words[agreed - 1].end_s > window.end_s - self._options.holdback_s:
                     agreed -= 1
@@ -323,7 +335,8 @@ class StreamPolicy:
                     agreed = 0
                     log.debug("window %.2f-%.2f: the first words wait for a decode that reads them as a text",
                               *span_s, extra={"span_s": span_s})
-                final = tuple(surer_case(before, now) for before, now in zip(self._tentative, words[:agreed]))
+                final = tuple(surer_case(self._tentative[index], word) if index < len(self._tentative) else word
+                              for index, word in enumerate(words[:agreed]))
                 self._tentative = tuple(words[agreed:])
                 self._tentative_heard_to_s = window.end_s
             self._decoded_s = max(self._decoded_s, window.end_s, window.through_s)
@@ -595,6 +608,23 @@ def in_order_after(time_s: float, words: tuple[Word, ...]) -> tuple[Word, ...]:
         placed.append(replace(word, start_s=start_s, end_s=max(word.end_s, start_s)))
         time_s = placed[-1].end_s
     return tuple(placed)
+
+
+def heard_surely(words: list[Word], before_s: float) -> int:
+    """How many of `words`, which no earlier decode heard, one decode may settle: those that end before `before_s`
+    (the decode heard well past them) with the model sure of them, up to the first that does not.
+
+    LocalAgreement waits for a second decode of every word, and under load each step is long, so the final lag
+    was about two steps and a decode. Measured on the long recordings of the speech set (tiny.en, windows
+    growing by 0.5 s): of 439 words that ended 1-2 s before the audio with p >= 0.9, the next decode read
+    every one the same; of words under p 0.5, 14-20 % were read otherwise.
+    """
+    count = 0
+    for word in words:
+        if word.end_s > before_s or word.probability < ONE_DECODE_PROBABILITY or _unplaced(word):
+            break
+        count += 1
+    return count
 
 
 def drop_unplaced_tail(words: list[Word]) -> list[Word]:

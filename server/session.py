@@ -88,6 +88,7 @@ class StreamSession:
         self._policy = StreamPolicy(PolicyOptions(step_s=settings.step_s, max_window_s=settings.max_window_s,
                                                   trim_window_s=settings.trim_window_s,
                                                   holdback_s=settings.holdback_s,
+                                                  one_decode_margin_s=settings.one_decode_margin_s,
                                                   utterances_apart=languages.switching),
                                     voice,
                                     prompted=bool(config.prompt))

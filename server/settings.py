@@ -6,6 +6,7 @@ Precedence: flag > environment variable > default. Only `load` reads the environ
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -48,6 +49,10 @@ class ServerSettings:
     beam_size: int = 5
     step_s: float = 0.5  # new audio that triggers a re-decode
     holdback_s: float = 0.5  # agreed words this close to the end of the audio wait one more decode
+    # A word no decode heard before settles in one decode when it ends this far before the end of the audio
+    # and the model is sure of it; nearer the end it waits for a second decode to agree. inf (the default)
+    # keeps LocalAgreement-2: at 1 s the benchmark's lag fell by less than its noise (docs/benchmarks.md).
+    one_decode_margin_s: float = math.inf
     max_window_s: float = 25.0  # the decode window never grows past this
     trim_window_s: float = 12.0  # past this, the window is cut in a pause inside committed speech
     endpoint_silence_s: float = 0.6  # silence after speech that settles everything as final
@@ -94,6 +99,9 @@ class ServerSettings:
             raise ValueError(f"max_streams must be at least 1 (got {self.max_streams})")
         if not 0 < self.step_s < self.trim_window_s < self.max_window_s <= 30:
             raise ValueError("need 0 < step_s < trim_window_s < max_window_s <= 30 (Whisper sees 30 s at most)")
+        if self.one_decode_margin_s < self.holdback_s:
+            raise ValueError(f"one_decode_margin_s must be at least holdback_s ({self.holdback_s}; got "
+                             f"{self.one_decode_margin_s})")
         limits = ("admit_max_lag_s", "admit_max_cycle_s", "max_chunk_s", "max_messages_per_s", "idle_timeout_s", "max_stream_s", "stall_timeout_s",
                   "min_ping_interval_s", "keepalive_s", "keepalive_timeout_s")
         for name in limits:

@@ -69,6 +69,37 @@ def test_local_agreement_commits_only_what_two_hypotheses_share():
     assert texts(third.interim) == ["now"]
 
 
+def test_a_sure_word_heard_well_past_its_end_settles_in_one_decode():
+    stream = policy(one_decode_margin_s=1.0)
+    stream.add_audio(loud(3.0))
+    window = stream.next_window()
+    assert window.end_s == pytest.approx(2.5, abs=0.05)
+    update = stream.commit(window, words(("under", 0.0, 0.4), ("load", 0.5, 1.0), ("steps", 1.1, 1.5),
+                                         ("grow", 1.7, 2.2)))
+    assert texts(update.final) == ["under", "load", "steps"], "each ends 1 s or more before the audio does"
+    assert texts(update.interim) == ["grow"]
+
+
+def test_one_decode_settles_nothing_after_an_unsure_word_or_one_read_otherwise_before():
+    stream = policy(one_decode_margin_s=1.0)
+    stream.add_audio(loud(3.0))
+    unsure = [Word(" quiet", 0.5, 1.0, 0.6)]
+    update = stream.commit(stream.next_window(), [*words(("a", 0.0, 0.4)), *unsure, *words(("word", 1.2, 1.6))])
+    assert texts(update.final) == ["a"] and texts(update.interim) == ["quiet", "word"]
+    stream.add_audio(loud(2.0))
+    # The decode before read "quiet word" and this one "wired word": two readings, so two decodes must agree.
+    update = stream.commit(stream.next_window(), words(("a", 0.0, 0.4), ("wired", 0.5, 1.0), ("word", 1.2, 1.6),
+                                                       ("now", 2.0, 2.4)))
+    assert texts(update.final) == [] and texts(update.interim) == ["wired", "word", "now"]
+
+
+def test_without_a_margin_every_word_waits_for_a_second_decode():
+    stream = policy()
+    stream.add_audio(loud(3.0))
+    update = stream.commit(stream.next_window(), words(("under", 0.0, 0.4), ("load", 0.5, 1.0)))
+    assert texts(update.final) == [] and texts(update.interim) == ["under", "load"]
+
+
 def test_committed_words_heard_again_are_not_repeated_even_when_times_jitter():
     stream = policy(step_s=0.5)
     stream.add_audio(loud(1.0))
