@@ -378,7 +378,7 @@ def held_table(levels: list[Level]) -> dict[str, dict[str, int]]:
 def print_levels(levels: list[Level]) -> None:
     header = ("system", "start", "N", "WER%", "off WER%", "final p50", "final p90", "worst p50", "worst p90",
               "interim p50", "end s", "CPU/aud", "peak MiB", "failed")
-    print("".join(f"{name:>11}" for name in header))
+    print("".join(f"{name:>12}" for name in header))
     for level in levels:
         f = level.figures or {key: math.nan for key in ("wer_stream_ref", "wer_offline_ref", "final_lag_p50_s",
                                                         "final_lag_p90_s", "interim_lag_p50_s", "end_latency_s",
@@ -387,7 +387,7 @@ def print_levels(levels: list[Level]) -> None:
         row = (level.system, level.start, level.streams, f["wer_stream_ref"], f["wer_offline_ref"],
                f["final_lag_p50_s"], f["final_lag_p90_s"], worst_p50_s, worst_p90_s(level), f["interim_lag_p50_s"],
                f["end_latency_s"], f["cpu_s_per_audio_s"], level.peak_mib, len(level.failed))
-        print("".join(f"{value:>11}" if isinstance(value, (str, int)) else f"{value:>11.2f}" for value in row))
+        print("".join(f"{value:>12}" if isinstance(value, (str, int)) else f"{value:>12.2f}" for value in row))
     for system, starts in held_table(levels).items():
         print(f"{system}: held " + ", ".join(f"{streams} streams started {start}" for start, streams in starts.items())
               + f" (every stream's p90 final lag <= {LAG_BAR_S:g} s, WER within {WER_BAR:g} point of offline)")

@@ -25,7 +25,7 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import jiwer
@@ -244,8 +244,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="figures only: no seam listing")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                        help="a server setting other than its default, e.g. --set one_decode_margin_s=inf")
     parser.add_argument("--json", type=Path, help="also write the figures and every edit to this file")
     return parser.parse_args(argv)
+
+
+def settings_set(assignments: list[str]) -> dict:
+    """--set name=value pairs as ServerSettings fields of their declared types."""
+    kinds = {field.name: type(getattr(ServerSettings(), field.name)) for field in fields(ServerSettings)}
+    chosen = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if name not in kinds:
+            raise SystemExit(f"--set {assignment}: no server setting {name!r}")
+        chosen[name] = kinds[name](value) if kinds[name] is not bool else value.lower() in ("1", "true", "yes")
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -258,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.setLevel(logging.DEBUG)
     logger.addHandler(policy_log)
     settings = replace(ServerSettings(model=args.model, device=args.device, cpu_threads=args.cpu_threads),
-                       host="127.0.0.1", port=0, metrics_port=-1, max_streams=1)
+                       host="127.0.0.1", port=0, metrics_port=-1, max_streams=1, **settings_set(args.set))
     server = InProcessServer(settings)
     report: dict[str, dict] = {}
     try:

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from seam_audit import align, lost_words  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from seam_audit import align, lost_words, settings_set  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 from transcriber_sdk import Word  # noqa: E402
 
@@ -52,3 +52,10 @@ def test_jfk_keeps_every_word_at_every_pace(tmp_path: Path, speech: dict[str, di
         assert figures["runs"] == 3 and figures["offline_words"] == 3 * 22, pace
         assert figures["lost_words"] == 0, (pace, figures["worst"], run.stdout[-3000:])
         assert figures["wer_stream"] <= figures["wer_offline"], (pace, figures["worst"])
+
+
+def test_set_takes_server_settings_by_name_and_type():
+    assert settings_set(["one_decode_margin_s=inf", "beam_size=3", "trim_window_s=6"]) == \
+        {"one_decode_margin_s": float("inf"), "beam_size": 3, "trim_window_s": 6.0}
+    with pytest.raises(SystemExit, match="no server setting 'beam'"):
+        settings_set(["beam=3"])
