@@ -362,6 +362,10 @@ class StreamPolicy:
         if (final or self._tentative) and log.isEnabledFor(logging.DEBUG):
             log.debug("window %.2f-%.2f: final %s; interim %s", *span_s, _listed(final), _listed(self._tentative),
                       extra={"span_s": span_s})
+        if final and not self._recent and not self._prompted:
+            # A transcript starts with a capital, as offline decoding writes it. A window that began mid-word
+            # ("right, let's" of "Alright, let's") or a fragment settled after FRAGMENT_S reads in lower case.
+            final = (with_capital(final[0]), *final[1:])
         if final:
             final = in_order_after(self._recent[-1].end_s if self._recent else 0.0, final)
             self._recent.extend(final)
